@@ -9,7 +9,6 @@ CAL_HOUSING_RAW ?= $(wildcard ../shared/datasets/california_housing/cal_housing.
 # The kit's tracking store: lessons opened with `make lab` and the UI of `make ui` share it.
 KIT_TRACKING_URI := sqlite:///$(CURDIR)/lessons/mlflow.db
 UI_PORT ?= 5000
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: demo test lint format lab ui data venv system-deps clean
 
@@ -39,7 +38,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install --quiet -r requirements.lock
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install --quiet --compile-bytecode -r requirements.lock
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(BIN)/uv pip install --quiet --no-deps -e .
 	touch $@
 
@@ -49,3 +48,7 @@ system-deps:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache lessons/mlflow.db lessons/mlruns
+
+# Binder (repo2docker) installs binder/requirements.txt: the lock's pins, regenerated when the lock changes.
+binder/requirements.txt: requirements.lock
+	{ echo "# Generated from requirements.lock by 'make binder/requirements.txt': the kit's exact pins, for repo2docker."; cat requirements.lock; } > $@

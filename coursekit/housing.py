@@ -80,7 +80,7 @@ def mismatches(frame, manifest: dict) -> list[str]:
         problems.append(f"{len(frame)} rows, expected {manifest['rows']}")
     expected_columns = list(manifest["statistics"])
     if list(frame.columns) != expected_columns:
-        return problems + [f"columns {list(frame.columns)}, expected {expected_columns}"]
+        return [*problems, f"columns {list(frame.columns)}, expected {expected_columns}"]
     for column, stats in manifest["statistics"].items():
         values = frame[column]
         actual = {"mean": values.mean(), "std": values.std(), "min": values.min(), "max": values.max()}
@@ -182,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         "--raw",
         type=Path,
         default=os.environ.get(RAW_ENV_VAR) or None,
-        help=f"local copy of cal_housing.data, used only when the cache is missing and the download fails (default: ${RAW_ENV_VAR})",
+        help=f"local cal_housing.data, used when the cache is missing and the download fails (default: ${RAW_ENV_VAR})",
     )
-    parser.add_argument("--data-home", help="scikit-learn data home (default: $SCIKIT_LEARN_DATA or ~/scikit_learn_data)")
+    parser.add_argument("--data-home", help="data home (default: $SCIKIT_LEARN_DATA or ~/scikit_learn_data)")
     parser.add_argument("--no-download", action="store_true", help="never try the network")
     args = parser.parse_args(argv)
     try:

@@ -12,7 +12,8 @@ import papermill
 
 REPO = Path(__file__).resolve().parents[1]
 WARNING_EXPLAINED_TAG = "warning-explained"
-WARNING_PATTERN = re.compile(r"\b\w*(Warning|Deprecated)\b")
+# Python warnings (FutureWarning, …), logger warnings ("WARNING mlflow…") and deprecation notices in any case.
+WARNING_PATTERN = re.compile(r"warning\b|deprecat", re.IGNORECASE)
 
 
 def execute(notebook: Path, workdir: Path, parameters: dict | None = None, timeout: int = 600):

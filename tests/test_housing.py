@@ -99,5 +99,6 @@ def test_command_line_error_is_clear_and_nonzero(tmp_path, capsys, offline):
 @needs_raw
 def test_command_line_builds_from_shared_copy(tmp_path, capsys):
     shutil.copy(SHARED_RAW, tmp_path / "cal_housing.data")
-    assert housing.main(["--no-download", "--raw", str(tmp_path / "cal_housing.data"), "--data-home", str(tmp_path)]) == 0
+    arguments = ["--no-download", "--raw", str(tmp_path / "cal_housing.data"), "--data-home", str(tmp_path)]
+    assert housing.main(arguments) == 0
     assert "cache built from the local StatLib file" in capsys.readouterr().out
