@@ -1,0 +1,343 @@
+"""The MLflow UI: local (`make ui`) and behind jupyter-server-proxy as on Binder, on the homework's real runs.
+
+JupyterLab runs with binder/jupyter_server_config.py from the kit's environment (tests/test_binder.py checks
+that Binder's Jupyter loads that file). Requests reach the proxied UI with a hub's Host and Origin, and a real
+headless Chromium opens its runs page under a hub-like host name.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+import websocket
+from mlflow import MlflowClient
+
+from coursekit import ui
+from tests.notebooks import REPO, execute
+
+SOLUTION = REPO / "homework" / "solution" / "homework-195.ipynb"
+ARTIFACTS = REPO / "test-artifacts"
+BINDER_HOST = "hub.mybinder.turing.ac.uk"
+# The browser reaches Jupyter under a hub-like name too; `.test` names resolve nowhere but in that browser.
+BROWSER_HOST = "hub.binder.test"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (scripts/system-deps.sh installs it when run as root)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def fetch(url: str, headers: dict | None = None, data: bytes | None = None, timeout: float = 240):
+    """(status, headers, body) of ``url``, error statuses included."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def search_experiments(base_url: str, headers: dict) -> tuple[int, bytes]:
+    """MLflow's own UI call, as its page makes it: a JSON POST to the ajax API."""
+    headers = {"Content-Type": "application/json", **headers}
+    status, _, body = fetch(f"{base_url}/ajax-api/2.0/mlflow/experiments/search", headers, b'{"max_results": 100}')
+    return status, body
+
+
+def experiment_names(body: bytes) -> list[str]:
+    return [experiment["name"] for experiment in json.loads(body)["experiments"]]
+
+
+def lingering(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those of ``processes`` still running after a short wait (zombies have exited: they only await reaping)."""
+    _, alive = psutil.wait_procs(processes, timeout=20)
+    return [process for process in alive if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="module")
+def homework_store(tmp_path_factory) -> str:
+    """The store the reference solution leaves: its ten-plus runs in experiment homework-195."""
+    workdir = tmp_path_factory.mktemp("homework")
+    execute(SOLUTION, workdir)
+    return f"sqlite:///{workdir / 'mlflow.db'}"
+
+
+# ---------------------------------------------------------------- local: python -m coursekit.ui (make ui)
+
+
+def start_local_ui(store: str, port: int, output: Path) -> subprocess.Popen:
+    """The launcher as `make ui` starts it, in a session of its own as a terminal's foreground job is."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "coursekit.ui", "--port", str(port)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": store},
+        stdout=output.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def printed_url(launcher: subprocess.Popen, output: Path) -> str | None:
+    """The URL the launcher prints once its server answers; None if it exits or times out first."""
+    deadline = time.monotonic() + ui.STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and launcher.poll() is None:
+        for line in output.read_text().splitlines():
+            if line.startswith("MLflow UI for"):
+                return line.split()[-4]
+        time.sleep(0.5)
+    return None
+
+
+def test_local_ui_serves_the_store_and_stops_completely(tmp_path):
+    """Ctrl-C in the terminal and SIGTERM each stop the launcher and every process of its server."""
+    ports = {signal.SIGINT: free_port(), signal.SIGTERM: free_port()}
+    # Both at once, as start-up is most of this test's time; each on its own new store, since two servers that
+    # create the same store at once race on its schema migrations.
+    launchers = {
+        stop: start_local_ui(f"sqlite:///{tmp_path / stop.name}.db", port, tmp_path / f"ui-{stop.name}.out")
+        for stop, port in ports.items()
+    }
+    servers = {}
+    try:
+        for stop, launcher in launchers.items():
+            base_url = f"http://127.0.0.1:{ports[stop]}"
+            assert printed_url(launcher, tmp_path / f"ui-{stop.name}.out") == base_url
+            status, _, page = fetch(f"{base_url}/")
+            assert status == 200 and b"<title>MLflow</title>" in page
+            status, body = search_experiments(base_url, {"Origin": f"http://localhost:{ports[stop]}"})
+            assert status == 200 and experiment_names(body) == ["Default"]
+            assert search_experiments(base_url, {"Origin": "https://evil.example"})[0] == 403
+            servers[stop] = psutil.Process(launcher.pid).children(recursive=True)
+            assert any("uvicorn" in process.cmdline() for process in servers[stop])
+    finally:
+        os.killpg(launchers[signal.SIGINT].pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group
+        launchers[signal.SIGTERM].send_signal(signal.SIGTERM)
+        returncodes = {stop: launcher.wait(timeout=30) for stop, launcher in launchers.items()}
+    assert returncodes == {stop: 128 + stop for stop in launchers}
+    assert [lingering(server) for server in servers.values()] == [[], []]
+
+
+# ---------------------------------------------------------------- behind jupyter-server-proxy, as on Binder
+
+
+@dataclass
+class Jupyter:
+    port: int
+    token: str
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def request(self, path: str, headers: dict | None = None, data: bytes | None = None):
+        """Authenticated as JupyterLab's own requests are: the token in a header."""
+        return fetch(f"{self.url}/{path}", {"Authorization": f"token {self.token}", **(headers or {})}, data)
+
+
+@pytest.fixture(scope="module")
+def jupyter(homework_store, tmp_path_factory) -> Jupyter:
+    port, token = free_port(), secrets.token_hex(16)
+    private = tmp_path_factory.mktemp("jupyter")
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        f"--config={REPO / 'binder' / 'jupyter_server_config.py'}",
+        "--no-browser",
+        "--allow-root",  # CI's machines run as root; Binder's do not, and the flag changes nothing else
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        f"--ServerApp.root_dir={REPO}",
+        f"--IdentityProvider.token={token}",
+        # Binder's server listens on all interfaces, which turns Jupyter's own Host check off so that the hub's
+        # name reaches the proxy. Only the loopback interface is open here; turn it off by hand.
+        "--ServerApp.allow_remote_access=True",
+    ]
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": homework_store,  # what binder/start sets
+        "JUPYTER_CONFIG_DIR": str(private / "config"),  # none of this machine's own Jupyter settings
+        "JUPYTER_RUNTIME_DIR": str(private / "runtime"),
+        # The browser's pages come from a hub outside the mybinder.org defaults: the documented way to add one.
+        ui.ORIGINS_ENV_VAR: f"http://{BROWSER_HOST}:{port}",
+    }
+    with (private / "jupyter.log").open("w") as log:
+        server = Jupyter(port, token, subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT))
+        try:
+            assert answers(server), f"JupyterLab did not start; see {log.name}"
+            yield server
+        finally:
+            if server.process.poll() is None:
+                server.process.send_signal(signal.SIGTERM)
+                server.process.wait(timeout=60)
+
+
+def answers(server: Jupyter, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while server.process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if server.request("api/status")[0] == 200:
+                return True
+        time.sleep(0.5)
+    return False
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def test_jupyter_opens_on_the_lessons(jupyter):
+    request = urllib.request.Request(f"{jupyter.url}/", headers={"Authorization": f"token {jupyter.token}"})
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        urllib.request.build_opener(NoRedirect).open(request, timeout=30)
+    assert redirect.value.code == 302
+    assert redirect.value.headers["Location"].split("?")[0].endswith("/lab/tree/lessons")
+    assert jupyter.request("lab/tree/lessons/01_tracking.ipynb")[0] == 200  # the Binder badge's urlpath
+
+
+def test_launcher_offers_the_mlflow_ui(jupyter):
+    status, _, body = jupyter.request("server-proxy/servers-info")
+    assert status == 200
+    entries = {server["name"]: server["launcher_entry"] for server in json.loads(body)["server_processes"]}
+    assert entries["mlflow"]["title"] == "MLflow UI" and entries["mlflow"]["enabled"]
+
+
+def from_the_hub(origin: str | None = None) -> dict:
+    """Headers as a hub's ingress passes them on: its own name as Host, the browser's address and scheme."""
+    forwarded = {"X-Forwarded-Host": BINDER_HOST, "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    return {"Host": BINDER_HOST, **forwarded, **({"Origin": origin} if origin else {})}
+
+
+def test_proxied_ui_answers_a_binder_host(jupyter):
+    status, _, page = jupyter.request("mlflow/", from_the_hub())  # the first request starts the server
+    assert status == 200, page[:300]
+    assert b"<title>MLflow</title>" in page and b"static-files/static/js/main." in page
+    authorized = {"Authorization": f"token {jupyter.token}"}
+    status, body = search_experiments(f"{jupyter.url}/mlflow", from_the_hub(f"https://{BINDER_HOST}") | authorized)
+    assert status == 200, body[:300]
+    assert "homework-195" in experiment_names(body)
+    # MLflow's guard against cross-site requests still stands behind the proxy.
+    status, body = search_experiments(f"{jupyter.url}/mlflow", from_the_hub("https://evil.example") | authorized)
+    assert status == 403, body[:300]
+
+
+class Chromium:
+    """Headless Chromium driven over the DevTools protocol: Debian's browser, no driver, no download."""
+
+    def __init__(self, profile: Path, host_rules: str):
+        self.profile = profile
+        self.host_rules = host_rules
+        self.calls = 0
+
+    def __enter__(self) -> Chromium:
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "--window-size=1600,1000",
+             f"--host-resolver-rules={self.host_rules}", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            self.socket = websocket.create_connection(self.page_socket(), timeout=30, suppress_origin=True)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def page_socket(self) -> str:
+        port_file = self.profile / "DevToolsActivePort"  # Chromium writes the port it picked there
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+            return next(target for target in json.load(response) if target["type"] == "page")["webSocketDebuggerUrl"]
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)  # the browser and its helper processes
+        self.process.wait(timeout=30)
+
+    def __exit__(self, *exc_info) -> None:
+        self.socket.close()
+        self.stop()
+
+    def call(self, method: str, **params) -> dict:
+        self.calls += 1
+        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.socket.recv())
+            if message.get("id") == self.calls:
+                assert "error" not in message, message
+                return message["result"]
+
+    def text(self) -> str:
+        result = self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
+        return result["result"].get("value", "")
+
+    def open(self, url: str, until, timeout: float) -> str:
+        """Navigate to ``url``; return the page's text once ``until(text)`` holds, or when time runs out."""
+        self.call("Page.navigate", url=url)
+        deadline = time.monotonic() + timeout
+        while not until(text := self.text()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return text
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
+
+
+@needs_chromium
+def test_browser_lists_the_homework_runs(jupyter, homework_store, tmp_path):
+    client = MlflowClient(tracking_uri=homework_store)
+    experiment = client.get_experiment_by_name("homework-195")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) >= 10
+    run_names = {run.info.run_name for run in runs}
+
+    expected = {"homework-195", f"{len(runs)} matching runs", *run_names}
+
+    # The token in the URL logs the browser in (Jupyter sets its cookie), as Binder's first redirect does.
+    runs_page = f"mlflow/?token={jupyter.token}#/experiments/{experiment.experiment_id}/runs"
+    ARTIFACTS.mkdir(exist_ok=True)
+    with Chromium(tmp_path / "profile", host_rules=f"MAP {BROWSER_HOST} 127.0.0.1") as chromium:
+        text = chromium.open(
+            f"http://{BROWSER_HOST}:{jupyter.port}/{runs_page}",
+            until=lambda text: all(part in text for part in expected),
+            timeout=90,
+        )
+        chromium.screenshot(ARTIFACTS / "mlflow-ui-homework-runs.png")
+    assert [part for part in expected if part not in text] == [], text[:2000]
+
+
+def test_stopping_jupyter_stops_the_ui(jupyter):
+    assert jupyter.request("mlflow/")[0] == 200  # starts the server if no other test did
+    children = psutil.Process(jupyter.process.pid).children(recursive=True)
+    assert any("uvicorn" in process.cmdline() for process in children), "the proxied server should be running"
+    jupyter.process.send_signal(signal.SIGTERM)
+    jupyter.process.wait(timeout=60)
+    assert lingering(children) == []
