@@ -1,0 +1,116 @@
+"""Benchmark the grader; prints figures measured in this one run (not a test: timings depend on the machine).
+
+(a) grading the reference solution ÷ executing it with plain nbclient      target ≤ 1.10
+(b) throughput of --jobs 2 ÷ --jobs 1 on 8 sample submissions             target ≥ 1.8 on 2 cores
+(c) disk kept per graded submission                                         limit: the rubric's kept_bytes
+
+    .venv/bin/python benchmarks/grading.py [--repeat N] [--skip-throughput]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "homework" / "examples"
+REFERENCE = REPO / "homework" / "solution" / "homework-195.ipynb"
+RUBRIC = REPO / "homework" / "homework-195.rubric.toml"
+# Eight samples that all execute, from the whole run (reference) to an early crash.
+THROUGHPUT_SAMPLES = (
+    "reference.ipynb",
+    "wrong-version.ipynb",
+    "nine-runs.ipynb",
+    "missing-metric",
+    "no-models.ipynb",
+    "crash-halfway.zip",
+    "remote-server.ipynb",
+    "kernel-dies.ipynb",
+)
+PLAIN_NBCLIENT = """
+import sys, nbformat
+from nbclient import NotebookClient
+notebook = nbformat.read(sys.argv[1], as_version=4)
+NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": sys.argv[2]}}).execute()
+"""
+
+
+def timed(argv: list[str], **kwargs) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
+    return time.perf_counter() - started
+
+
+def plain_nbclient_seconds(scratch: Path, attempt: int) -> float:
+    workdir = scratch / f"plain-{attempt}"
+    workdir.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
+    return timed([sys.executable, "-c", PLAIN_NBCLIENT, str(REFERENCE), str(workdir)], cwd=workdir, env=env)
+
+
+def grader_seconds(submissions: Path, out: Path, jobs: int) -> float:
+    argv = [sys.executable, "-m", "grader", "grade", str(submissions), "--rubric", str(RUBRIC), "--out", str(out)]
+    return timed([*argv, "--jobs", str(jobs)], cwd=REPO)
+
+
+def kept_bytes(out: Path) -> dict[str, int]:
+    return {
+        folder.name: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+        for folder in sorted(out.iterdir())
+        if folder.is_dir()
+    }
+
+
+def _seconds(values: list[float]) -> str:
+    return ", ".join(f"{value:.1f}" for value in values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-throughput", action="store_true", help="measure (a) and (c) only")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of (a), alternating grader and nbclient")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="grader-bench-") as scratch_name:
+        scratch = Path(scratch_name)
+        single = scratch / "single"
+        single.mkdir()
+        shutil.copy(REFERENCE, single / "reference.ipynb")
+        # Alternating the two, and keeping each one's fastest, takes out some of a busy machine's noise.
+        plain, graded = [], []
+        for attempt in range(args.repeat):
+            plain.append(plain_nbclient_seconds(scratch, attempt))
+            graded.append(grader_seconds(single, scratch / "out-single", jobs=1))
+        ratio = min(graded) / min(plain)
+        print(f"(a) reference: grader {min(graded):.1f} s / plain nbclient {min(plain):.1f} s = {ratio:.2f}", end="")
+        print(f"  (target <= 1.10; best of {args.repeat}; all: grader {_seconds(graded)}, plain {_seconds(plain)})")
+
+        out = scratch / "out-single"
+        if not args.skip_throughput:
+            batch = scratch / "batch"
+            batch.mkdir()
+            for name in THROUGHPUT_SAMPLES:
+                copy = shutil.copytree if (EXAMPLES / name).is_dir() else shutil.copy
+                copy(EXAMPLES / name, batch / name)
+            one = grader_seconds(batch, scratch / "out-jobs1", jobs=1)
+            two = grader_seconds(batch, scratch / "out-jobs2", jobs=2)
+            print(
+                f"(b) {len(THROUGHPUT_SAMPLES)} submissions: --jobs 1 {one:.1f} s, --jobs 2 {two:.1f} s, "
+                f"throughput x{one / two:.2f}  (target >= 1.8 on 2 cores)"
+            )
+            out = scratch / "out-jobs2"
+        sizes = kept_bytes(out)
+        print(
+            f"(c) disk kept per graded submission: max {max(sizes.values()) / 1e3:.0f} kB, "
+            f"mean {sum(sizes.values()) / len(sizes) / 1e3:.0f} kB over {len(sizes)}  (limit 5 MB)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

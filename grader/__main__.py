@@ -1,0 +1,123 @@
+"""Command line: ``python -m grader grade SUBMISSIONS --rubric RUBRIC --out OUT [--jobs N] [--timeout S]``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import queue
+import sys
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from grader import grade_submission, intake, report
+from grader.result import Result
+from grader.rubric import Rubric, RubricError
+from grader.rubric import load as load_rubric
+
+
+def grade_folder(
+    submissions: Path,
+    rubric: Rubric,
+    out: Path,
+    jobs: int = 1,
+    keep_artifacts: bool = False,
+    console: Console | None = None,
+) -> list[Result]:
+    """Grade every submission in ``submissions`` into ``out``, ``jobs`` at a time; write the gradebook."""
+    console = console or Console(stderr=True)
+    found = intake.find_submissions(submissions)
+    out.mkdir(parents=True, exist_ok=True)
+    slots: queue.Queue[list[int]] = queue.Queue()
+    for cpus in cpu_shares(jobs):
+        slots.put(cpus)
+
+    def grade(submission: intake.Submission) -> Result:
+        cpus = slots.get()  # a job holds its cores for as long as it grades
+        try:
+            return grade_submission(
+                submission.path, rubric, out, cpus=cpus, keep_artifacts=keep_artifacts, student=submission.student
+            )
+        finally:
+            slots.put(cpus)
+
+    columns = (
+        TextColumn("grading"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    results = []
+    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(max_workers=jobs) as pool:
+        task = progress.add_task("", total=len(found))
+        for future in as_completed([pool.submit(grade, submission) for submission in found]):
+            result = future.result()
+            results.append(result)
+            progress.update(task, advance=1, description=f"{result.student}: {result.status}")
+    results.sort(key=lambda result: result.student)
+    report.write_gradebook(results, out)
+    console.print(summary_table(results))
+    return results
+
+
+def cpu_shares(jobs: int) -> list[list[int]]:
+    """One group of cores per job: the grader's cores dealt out round-robin (shared when jobs outnumber them)."""
+    cores = sorted(os.sched_getaffinity(0))
+    if jobs >= len(cores):
+        return [[cores[job % len(cores)]] for job in range(jobs)]
+    return [cores[job::jobs] for job in range(jobs)]
+
+
+def summary_table(results: list[Result]) -> Table:
+    table = Table(title="Gradebook")
+    for column in ("student", "status", "score", "first failed check"):
+        table.add_column(column)
+    for result in results:
+        failed = next((f"{check.id}: {check.message}" for check in result.checks if not check.passed), "")
+        style = "green" if result.status == "graded" else "red"
+        score = f"{result.score}/{result.max_score}"
+        table.add_row(result.student, f"[{style}]{result.status}[/]", score, failed[:90])
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m grader", description="Autograder for the MLflow homework.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    grade = commands.add_parser("grade", help="grade a folder of submissions")
+    grade.add_argument("submissions", type=Path, help="folder of NAME.ipynb, NAME/ or NAME.zip entries")
+    grade.add_argument("--rubric", type=Path, required=True, help="e.g. homework/homework-195.rubric.toml")
+    grade.add_argument("--out", type=Path, required=True, help="where gradebook.csv and OUT/NAME/ go")
+    grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
+    grade.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the rubric's)")
+    grade.add_argument("--keep-artifacts", action="store_true", help="keep each submission's MLflow store")
+    args = parser.parse_args(argv)
+
+    console = Console(stderr=True)
+    try:
+        rubric = load_rubric(args.rubric)
+    except RubricError as error:
+        console.print(f"[red]error:[/] {error}")
+        return 2
+    if not args.submissions.is_dir():
+        console.print(f"[red]error:[/] {args.submissions} is not a folder of submissions")
+        return 2
+    if args.jobs < 1 or (args.timeout is not None and args.timeout < 1):
+        console.print("[red]error:[/] --jobs and --timeout must be positive")
+        return 2
+    if args.timeout:
+        limits = dataclasses.replace(
+            rubric.limits, wall_seconds=args.timeout, cell_seconds=min(rubric.limits.cell_seconds, args.timeout)
+        )
+        rubric = dataclasses.replace(rubric, limits=limits)
+    grade_folder(args.submissions, rubric, args.out, args.jobs, args.keep_artifacts, console)
+    print(args.out / "gradebook.csv")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

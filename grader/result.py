@@ -1,0 +1,40 @@
+"""What grading one submission produces: the record every stage adds to and the report writes out."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Check:
+    id: str
+    passed: bool
+    points: int
+    max_points: int
+    message: str
+    expected: str = ""  # for the feedback: what passes, in the student's terms
+
+
+@dataclass
+class Result:
+    student: str
+    # graded, error (a cell raised), timeout, kernel_died, invalid_notebook, missing_notebook or unsafe_archive
+    status: str
+    score: int = 0
+    max_score: int = 0
+    message: str = ""
+    checks: list[Check] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    sandbox: dict = field(default_factory=dict)
+    # Facts the feedback shows (runs ranked, Production version); not part of the result's JSON contract.
+    details: dict = field(default_factory=dict, repr=False)
+
+    def points(self, check_id: str) -> int:
+        return next((check.points for check in self.checks if check.id == check_id), 0)
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        del data["details"]
+        for check in data["checks"]:
+            del check["expected"]
+        return data

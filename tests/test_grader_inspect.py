@@ -1,0 +1,54 @@
+"""Inspection helpers that decide what the grader trusts: where models live, where MLflow was pointed."""
+
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from grader.inspect import _inside, _where_mlflow_pointed
+
+
+@pytest.mark.parametrize(
+    ("location", "inside"),
+    [
+        ("{work}/mlruns/1/models/m-1/artifacts", True),
+        ("file://{work}/mlruns/1/models/m-1/artifacts", True),
+        ("{work}/../elsewhere/artifacts", False),
+        ("/tmp/artifacts", False),
+        ("s3://bucket/models/m-1", False),
+        ("mlflow-artifacts:/1/models/m-1/artifacts", False),
+    ],
+)
+def test_only_locations_inside_the_working_directory_are_trusted(tmp_path, location, inside):
+    work = tmp_path / "work"
+    work.mkdir()
+    assert _inside(location.format(work=work), work.resolve()) is inside
+
+
+def test_a_symlink_out_of_the_working_directory_is_outside(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mlruns").symlink_to(tmp_path)
+    assert not _inside(str(work / "mlruns" / "m-1"), work.resolve())
+
+
+def notebook_with(source: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("import mlflow"), nbformat.v4.new_code_cell(source)]
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'mlflow.set_tracking_uri("http://localhost:5000")',
+        'os.environ["MLFLOW_TRACKING_URI"] = "http://localhost:5000"',
+    ],
+)
+def test_where_the_notebook_pointed_mlflow_is_named(source):
+    message = _where_mlflow_pointed(notebook_with(source))
+    assert "http://localhost:5000" in message and "points MLflow elsewhere" in message
+
+
+def test_a_notebook_that_did_not_point_mlflow_anywhere_gets_a_generic_hint():
+    assert "default tracking store" in _where_mlflow_pointed(notebook_with("print(1)"))

@@ -1,0 +1,197 @@
+"""Scoring from facts: each check passes or fails for the right reason, and the probe's answer is never trusted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from grader.inspect import Inspection, RunFacts, VersionFacts
+from grader.probe import ModelScore, parse_answer
+from grader.rubric import CHECK_IDS, load
+from grader.score import not_executed, score
+
+RUBRIC = load(Path(__file__).resolve().parents[1] / "homework" / "homework-195.rubric.toml")
+PREDICTIONS = [1.0000123 + index * 0.000731 for index in range(4128)]  # distinct and not round, like a model's
+
+
+def run(number: int, rmse: float, **overrides) -> RunFacts:
+    facts = {
+        "run_id": f"{number:032x}",
+        "name": f"run-{number}",
+        "model_type": "ridge",
+        "metrics": {"rmse_test": rmse, "r2_test": 0.6},
+        "missing": [],
+        "ready_models": [f"m-{number}"],
+        "failed_models": 0,
+    }
+    return RunFacts(**{**facts, **overrides})
+
+
+def good_facts(**overrides) -> Inspection:
+    runs = [run(number, 0.5 + number / 100) for number in range(10)]  # run 0 is the best
+    facts = {
+        "experiment_found": True,
+        "experiment_names": ["Default", "homework-195"],
+        "runs": runs,
+        "registered": True,
+        "versions": [VersionFacts("1", runs[0].run_id, "Production", [], "/work/mlruns/1/models/m-0/artifacts")],
+        "best_model_id": "m-0",
+        "scores": {"production": ModelScore(True, "", 0.5, 0.8, PREDICTIONS[:5], PREDICTIONS)},
+    }
+    facts = {**facts, **overrides}
+    inspection = Inspection(**facts)
+    inspection.production = next((version for version in inspection.versions if version.stage == "Production"), None)
+    return inspection
+
+
+def last_cell_shows(text: str) -> nbformat.NotebookNode:
+    cell = nbformat.v4.new_code_cell("production.predict(X_test.head(5))")
+    cell.outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": text}, execution_count=1)]
+    return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import mlflow"), cell])
+
+
+FIRST_FIVE = "array([" + ", ".join(f"{value:.8f}" for value in PREDICTIONS[:5]) + "])"  # numpy's repr
+
+
+def outcome(facts: Inspection, notebook=None) -> dict[str, bool]:
+    checks, _ = score(facts, notebook or last_cell_shows(FIRST_FIVE), RUBRIC)
+    return {check.id: check.passed for check in checks}
+
+
+def failing(facts: Inspection, notebook=None) -> set[str]:
+    return {check for check, passed in outcome(facts, notebook).items() if not passed}
+
+
+def test_a_complete_submission_passes_every_check_with_full_points():
+    checks, flags = score(good_facts(), last_cell_shows(FIRST_FIVE), RUBRIC)
+    assert [check.id for check in checks] == list(CHECK_IDS)
+    assert all(check.passed for check in checks), [check.message for check in checks if not check.passed]
+    assert sum(check.points for check in checks) == RUBRIC.max_score
+    assert flags == []
+
+
+def test_production_from_another_run_fails_best_is_production_and_names_both_runs():
+    facts = good_facts()
+    facts.production = VersionFacts("2", facts.runs[3].run_id, "Production", [], "/work/x")
+    checks, _ = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    check = next(check for check in checks if check.id == "best_is_production")
+    assert not check.passed and check.points == 0
+    assert facts.runs[0].run_id[:8] in check.message and facts.runs[3].run_id[:8] in check.message
+    assert "0.5000" in check.message and "0.5300" in check.message
+
+
+def test_nine_runs_fail_only_the_runs_check():
+    assert failing(good_facts(runs=[run(number, 0.5 + number / 100) for number in range(9)])) == {"runs"}
+
+
+def test_model_type_as_tag_is_enough_but_a_missing_metric_is_not():
+    runs = [run(number, 0.5 + number / 100) for number in range(10)]
+    runs[4] = run(4, 0.54, missing=["r2_test"], metrics={"rmse_test": 0.54})
+    assert failing(good_facts(runs=runs)) == {"run_fields"}
+
+
+def test_a_run_without_a_ready_model_fails_run_models():
+    runs = [run(number, 0.5 + number / 100) for number in range(10)]
+    runs[7] = run(7, 0.57, ready_models=[], failed_models=1)
+    checks, _ = score(good_facts(runs=runs), last_cell_shows(FIRST_FIVE), RUBRIC)
+    check = next(check for check in checks if check.id == "run_models")
+    assert not check.passed and "1 failed to save" in check.message
+
+
+def test_no_production_version_fails_everything_that_needs_it():
+    facts = good_facts(versions=[VersionFacts("1", "x" * 32, "Staging", [], "/work/x")], scores={})
+    assert failing(facts) == {
+        "registered",
+        "best_is_production",
+        "production_loads",
+        "final_prediction",
+        "metrics_honest",
+    }
+
+
+@pytest.mark.parametrize(
+    ("printed", "passes"),
+    [
+        (FIRST_FIVE, True),
+        ("[1.00001 1.00074 1.00147 1.00221 1.00293]", True),  # numpy's str, rounded to 5 decimals
+        ("0    1.00\n1    1.00\n2    1.00\n3    1.00\n4    1.00\nName: prediction", True),  # rounded to 2
+        ("[1.0 1.0 1.0 1.0 1.0]", False),  # too coarse to tell one number from another
+        ("[1.00001 1.00074 1.00147 1.00221]", False),  # four rows
+        ("[1.00001 1.00001 1.00001 1.00001 1.00001]", False),  # one row, five times
+    ],
+)
+def test_final_prediction_compares_printed_numbers_with_the_probes(printed, passes):
+    assert outcome(good_facts(), last_cell_shows(printed))["final_prediction"] is passes
+
+
+def test_final_prediction_rejects_plausible_numbers_that_are_not_the_models():
+    facts = good_facts()
+    assert not outcome(facts, last_cell_shows("array([1.9, 2.2, 3.7, 1.1, 0.2])"))["final_prediction"]
+    assert not outcome(facts, last_cell_shows("array([9.111, 9.222, 9.333, 9.444, 9.555])"))["final_prediction"]
+
+
+def test_final_prediction_fails_when_the_last_cell_raised():
+    notebook = last_cell_shows(FIRST_FIVE)
+    notebook.cells[-1].outputs.append(nbformat.v4.new_output("error", ename="MlflowException", evalue="not found"))
+    checks, _ = score(good_facts(), notebook, RUBRIC)
+    check = next(check for check in checks if check.id == "final_prediction")
+    assert not check.passed and "MlflowException" in check.message
+
+
+def test_dishonest_metric_fails_metrics_honest_and_raises_the_flag():
+    facts = good_facts(scores={"production": ModelScore(True, "", 0.9, 0.4, PREDICTIONS[:5], PREDICTIONS)})
+    checks, flags = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    check = next(check for check in checks if check.id == "metrics_honest")
+    assert not check.passed and flags == ["metrics_honest"]
+    assert "logged rmse_test=0.5000 does NOT match the grader's 0.9000" in check.message
+
+
+def test_nothing_to_rescore_fails_metrics_honest_without_the_flag():
+    _, flags = score(good_facts(scores={}), last_cell_shows(FIRST_FIVE), RUBRIC)
+    assert flags == []
+
+
+def test_store_problem_is_the_experiment_checks_message():
+    facts = Inspection(problem="The notebook points MLflow elsewhere (http://localhost:5000)")
+    checks, _ = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    assert not any(check.passed for check in checks)
+    assert "http://localhost:5000" in checks[0].message
+
+
+def test_not_executed_lists_every_check_with_no_points():
+    checks = not_executed(RUBRIC, "not a notebook")
+    assert [check.id for check in checks] == list(CHECK_IDS)
+    assert all(not check.passed and check.points == 0 and "not a notebook" in check.message for check in checks)
+
+
+GOOD_ENTRY = {"ok": True, "error": None, "rmse": 0.5, "r2": 0.8, "head": PREDICTIONS[:5], "predictions": PREDICTIONS}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",
+        b"not json",
+        b"[1, 2, 3]",
+        json.dumps({"production": "yes"}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "rmse": "0.5"}}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "r2": True}}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "predictions": PREDICTIONS[:-1]}}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "head": [1, 2, 3, 4, 5]}}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "predictions": [*PREDICTIONS[:-1], "x"]}}).encode(),
+        b'{"production": {"ok": true, "rmse": NaN}}',
+        b"9" * 10_000_001,
+    ],
+)
+def test_garbage_from_the_probe_is_a_failed_model_never_a_crash(answer):
+    parsed = parse_answer(answer, ["production"], len(PREDICTIONS), 5, "no usable answer")
+    assert parsed["production"].ok is False
+    assert parsed["production"].error
+
+
+def test_a_well_formed_probe_answer_is_accepted():
+    parsed = parse_answer(json.dumps({"production": GOOD_ENTRY}).encode(), ["production"], len(PREDICTIONS), 5, "")
+    assert parsed["production"] == ModelScore(True, "", 0.5, 0.8, PREDICTIONS[:5], PREDICTIONS)
