@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import stat
 import tempfile
 import threading
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -34,6 +36,9 @@ def warm_up() -> None:
     import mlflow.store.model_registry.sqlalchemy_store
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     from mlflow import MlflowClient  # noqa: F401
+
+    with _STORE_LOCK:
+        _mlflow_schema_extras()
 
 
 @dataclass
@@ -105,6 +110,7 @@ def inspect_store(workdir: Path, notebook: nbformat.NotebookNode, rubric: Rubric
     try:
         with tempfile.TemporaryDirectory(prefix="grader-store-") as private, _STORE_LOCK:
             copy = _private_copy(database, Path(private), rubric.limits.file_mb * 2**20)
+            _refuse_foreign_schema(copy)
             facts = _read_store(f"sqlite:///{copy}", workdir, rubric)
     except Exception as error:  # a store the notebook damaged, replaced or filled with nonsense
         probe.ask({})
@@ -135,6 +141,35 @@ def _private_copy(database: Path, folder: Path, max_bytes: int) -> Path:
                     raise ValueError(f"mlflow.db is larger than {max_bytes} bytes")
                 sink.write(chunk)
     return copy
+
+
+def _refuse_foreign_schema(database: Path) -> None:
+    """Views and triggers other than MLflow's own were planted behind its back: they can make reading the store
+    hang (a recursive view in place of a table) or rewrite what the grader reads."""
+    planted = sorted(_schema_extras(database) - _mlflow_schema_extras())
+    if planted:
+        named = ", ".join(f"{kind} {name!r}" for kind, name, _ in planted[:5])
+        raise ValueError(f"it holds objects MLflow never creates ({named}): it was edited behind MLflow's back")
+
+
+def _schema_extras(database: Path) -> set[tuple[str, str, str]]:
+    """The store's objects other than tables and indexes, with their SQL."""
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        rows = connection.execute("SELECT type, name, sql FROM sqlite_master WHERE type NOT IN ('table', 'index')")
+        extras = {(kind, name, sql or "") for kind, name, sql in rows}
+    connection.close()
+    return extras
+
+
+@cache
+def _mlflow_schema_extras() -> frozenset[tuple[str, str, str]]:
+    """What a store that this MLflow version creates holds besides tables and indexes (e.g. its own triggers)."""
+    from mlflow import MlflowClient
+
+    with tempfile.TemporaryDirectory(prefix="grader-reference-store-") as folder:
+        reference = Path(folder) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{reference}").search_experiments()
+        return frozenset(_schema_extras(reference))
 
 
 def _models_to_score(facts: Inspection, rubric: Rubric) -> dict[str, str]:

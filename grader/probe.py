@@ -4,10 +4,11 @@ Loading a model runs code the student controls (pickles, custom pyfunc classes),
 itself: it starts ``python -m grader.probe --dataset ... --test-size ... --random-state ...`` through the
 sandbox in the submission's folder, niced, while the notebook still runs. The probe imports MLflow and splits the
 data at once, then waits for one JSON line on stdin: ``{"LABEL": "MODEL_URI", ...}``. For each model it writes,
-as one JSON object on stdout, ``{"LABEL": {"ok", "error", "rmse", "r2", "head", "predictions"}}``.
+as one JSON object on stdout, ``{"LABEL": {"ok", "error", "predictions"}}``.
 
 Whatever the models print goes to stderr, so it cannot corrupt that answer; the grader's end (``Probe``) still
-validates every number, because a model's code could write to the answer's file descriptor on purpose.
+validates every number and computes the scores itself from the predictions and its own copy of the test targets,
+because a model's code could write to the answer's file descriptor on purpose.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
-from grader.rubric import DATASETS, Rubric
+from grader.rubric import Rubric
 
 ERROR_CHARS = 2000
 MAX_ANSWER_BYTES = 10_000_000
@@ -67,27 +69,19 @@ def canonical_split(dataset: str, test_size: float, random_state: int):
     return x_test, y_test
 
 
-def score_model(uri: str, x_test, y_test, head_rows: int) -> dict:
+def predict_with(uri: str, x_test) -> dict:
     import mlflow.pyfunc
     import numpy as np
-    from sklearn.metrics import r2_score, root_mean_squared_error
 
     try:
         predicted = np.asarray(mlflow.pyfunc.load_model(uri).predict(x_test), dtype=float).reshape(-1)
-        if len(predicted) != len(y_test):
-            raise ValueError(f"predict returned {len(predicted)} values for {len(y_test)} rows")
+        if len(predicted) != len(x_test):
+            raise ValueError(f"predict returned {len(predicted)} values for {len(x_test)} rows")
         if not np.isfinite(predicted).all():
             raise ValueError("predict returned NaN or infinite values")
     except Exception as error:  # any failure of student code is a finding, not a crash
         return {"ok": False, "error": f"{type(error).__name__}: {error}"[:ERROR_CHARS]}
-    return {
-        "ok": True,
-        "error": None,
-        "rmse": float(root_mean_squared_error(y_test, predicted)),
-        "r2": float(r2_score(y_test, predicted)),
-        "head": predicted[:head_rows].tolist(),
-        "predictions": predicted.tolist(),
-    }
+    return {"ok": True, "error": None, "predictions": predicted.tolist()}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,16 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--test-size", type=float, required=True)
     parser.add_argument("--random-state", type=int, required=True)
-    parser.add_argument("--head-rows", type=int, default=5)
     args = parser.parse_args(argv)
 
     answer = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # prints from model code, even from C, land on stderr
 
     warm_up()
-    x_test, y_test = canonical_split(args.dataset, args.test_size, args.random_state)
+    x_test, _ = canonical_split(args.dataset, args.test_size, args.random_state)
     request = json.loads(sys.stdin.readline() or "{}")
-    results = {label: score_model(uri, x_test, y_test, args.head_rows) for label, uri in request.items()}
+    results = {label: predict_with(uri, x_test) for label, uri in request.items()}
     json.dump(results, answer, allow_nan=False)
     answer.close()
     os._exit(0)  # the grader waits for this process to end; tearing down MLflow's imports takes seconds
@@ -130,7 +123,7 @@ class Probe:
 
     def __init__(self, argv: list[str], workdir: Path, env: dict[str, str], rubric: Rubric):
         split = rubric.split
-        self.expected_rows = math.ceil(split.test_size * DATASETS[split.dataset])
+        self.targets = canonical_targets(split.dataset, split.test_size, split.random_state)
         self.head_rows = split.prediction_rows
         self.seconds = rubric.probe_seconds
         self.launch = {"args": argv, "cwd": workdir, "env": env}
@@ -164,8 +157,6 @@ class Probe:
             str(split.test_size),
             "--random-state",
             str(split.random_state),
-            "--head-rows",
-            str(split.prediction_rows),
         ]
 
     def ask(self, uris: dict[str, str]) -> dict[str, ModelScore]:
@@ -184,7 +175,7 @@ class Probe:
         raw = self.answer.read(MAX_ANSWER_BYTES + 1)
         self.answer.close()
         why = f"the probe gave no usable answer (exit code {self.process.returncode}): {self.log_tail()}"
-        return parse_answer(raw, list(uris), self.expected_rows, self.head_rows, why)
+        return parse_answer(raw, list(uris), self.targets, self.head_rows, why)
 
     def stop(self) -> None:
         if self.process is None:
@@ -199,8 +190,14 @@ class Probe:
         return self.log.read(chars).decode(errors="replace").strip()
 
 
+@cache
+def canonical_targets(dataset: str, test_size: float, random_state: int) -> tuple[float, ...]:
+    """The test split's true values, computed in the grader's own process (the kit's data: no student code)."""
+    return tuple(float(value) for value in canonical_split(dataset, test_size, random_state)[1])
+
+
 def parse_answer(
-    raw: bytes, labels: list[str], expected_rows: int, head_rows: int, why_unusable: str
+    raw: bytes, labels: list[str], targets: tuple[float, ...], head_rows: int, why_unusable: str
 ) -> dict[str, ModelScore]:
     """The probe's answer, trusted for nothing: it passed through student code."""
     try:
@@ -209,22 +206,31 @@ def parse_answer(
         answer = None
     if not isinstance(answer, dict):
         return {label: ModelScore(False, why_unusable) for label in labels}
-    return {label: _validate(answer.get(label), expected_rows, head_rows) for label in labels}
+    return {label: _validate(answer.get(label), targets, head_rows) for label in labels}
 
 
-def _validate(entry: object, expected_rows: int, head_rows: int) -> ModelScore:
+def _validate(entry: object, targets: tuple[float, ...], head_rows: int) -> ModelScore:
     if not isinstance(entry, dict):
         return ModelScore(False, "the probe's answer for this model is missing or malformed")
     if entry.get("ok") is not True:
         error = entry.get("error")
         return ModelScore(False, error[:2000] if isinstance(error, str) else "loading or predicting failed")
-    rmse, r2 = entry.get("rmse"), entry.get("r2")
-    head, predictions = entry.get("head"), entry.get("predictions")
-    if not (_finite_number(rmse) and _finite_number(r2) and _finite_list(head) and _finite_list(predictions)):
+    predictions = entry.get("predictions")
+    if not _finite_list(predictions):
         return ModelScore(False, "the probe's answer holds values that are not finite numbers")
-    if len(predictions) != expected_rows or head != predictions[:head_rows]:
-        return ModelScore(False, f"expected {expected_rows} predictions, got {len(predictions)}")
-    return ModelScore(True, "", float(rmse), float(r2), [float(v) for v in head], [float(v) for v in predictions])
+    if len(predictions) != len(targets):
+        return ModelScore(False, f"expected {len(targets)} predictions, got {len(predictions)}")
+    predictions = [float(value) for value in predictions]
+    rmse, r2 = _rmse_and_r2(targets, predictions)
+    return ModelScore(True, "", rmse, r2, predictions[:head_rows], predictions)
+
+
+def _rmse_and_r2(targets: tuple[float, ...], predictions: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    truth, predicted = np.asarray(targets), np.asarray(predictions)
+    squared_error = float(np.sum((truth - predicted) ** 2))
+    return math.sqrt(squared_error / len(truth)), 1.0 - squared_error / float(np.sum((truth - truth.mean()) ** 2))
 
 
 def _finite_number(value: object) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import nbformat
 import pytest
 
-from grader.inspect import _inside, _where_mlflow_pointed
+from grader.inspect import _inside, _refuse_foreign_schema, _where_mlflow_pointed
 
 
 @pytest.mark.parametrize(
@@ -52,3 +54,21 @@ def test_where_the_notebook_pointed_mlflow_is_named(source):
 
 def test_a_notebook_that_did_not_point_mlflow_anywhere_gets_a_generic_hint():
     assert "default tracking store" in _where_mlflow_pointed(notebook_with("print(1)"))
+
+
+def test_a_store_with_planted_views_or_triggers_is_refused(tmp_path):
+    from mlflow import MlflowClient
+
+    store = tmp_path / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{store}").search_experiments()
+    _refuse_foreign_schema(store)  # what MLflow itself creates (its own trigger included) passes
+
+    with sqlite3.connect(store) as connection:
+        connection.execute(
+            "CREATE VIEW forever_metrics AS WITH RECURSIVE forever(n) AS "
+            "(SELECT 1 UNION ALL SELECT n + 1 FROM forever) "
+            "SELECT n FROM forever"
+        )
+    connection.close()
+    with pytest.raises(ValueError, match="view 'forever_metrics'"):
+        _refuse_foreign_schema(store)

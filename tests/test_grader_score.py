@@ -167,7 +167,8 @@ def test_not_executed_lists_every_check_with_no_points():
     assert all(not check.passed and check.points == 0 and "not a notebook" in check.message for check in checks)
 
 
-GOOD_ENTRY = {"ok": True, "error": None, "rmse": 0.5, "r2": 0.8, "head": PREDICTIONS[:5], "predictions": PREDICTIONS}
+GOOD_ENTRY = {"ok": True, "error": None, "predictions": PREDICTIONS}
+TARGETS = tuple(value + 0.5 for value in PREDICTIONS)  # every prediction off by exactly 0.5: rmse 0.5
 
 
 @pytest.mark.parametrize(
@@ -177,21 +178,25 @@ GOOD_ENTRY = {"ok": True, "error": None, "rmse": 0.5, "r2": 0.8, "head": PREDICT
         b"not json",
         b"[1, 2, 3]",
         json.dumps({"production": "yes"}).encode(),
-        json.dumps({"production": {**GOOD_ENTRY, "rmse": "0.5"}}).encode(),
-        json.dumps({"production": {**GOOD_ENTRY, "r2": True}}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "ok": "yes"}}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "predictions": [True] * len(PREDICTIONS)}}).encode(),
         json.dumps({"production": {**GOOD_ENTRY, "predictions": PREDICTIONS[:-1]}}).encode(),
-        json.dumps({"production": {**GOOD_ENTRY, "head": [1, 2, 3, 4, 5]}}).encode(),
+        json.dumps({"production": {**GOOD_ENTRY, "predictions": {"head": PREDICTIONS}}}).encode(),
         json.dumps({"production": {**GOOD_ENTRY, "predictions": [*PREDICTIONS[:-1], "x"]}}).encode(),
         b'{"production": {"ok": true, "rmse": NaN}}',
         b"9" * 10_000_001,
     ],
 )
 def test_garbage_from_the_probe_is_a_failed_model_never_a_crash(answer):
-    parsed = parse_answer(answer, ["production"], len(PREDICTIONS), 5, "no usable answer")
+    parsed = parse_answer(answer, ["production"], TARGETS, 5, "no usable answer")
     assert parsed["production"].ok is False
     assert parsed["production"].error
 
 
-def test_a_well_formed_probe_answer_is_accepted():
-    parsed = parse_answer(json.dumps({"production": GOOD_ENTRY}).encode(), ["production"], len(PREDICTIONS), 5, "")
-    assert parsed["production"] == ModelScore(True, "", 0.5, 0.8, PREDICTIONS[:5], PREDICTIONS)
+def test_a_well_formed_probe_answer_is_scored_by_the_grader_not_by_the_probe():
+    forged = {**GOOD_ENTRY, "rmse": 0.01, "r2": 0.99, "head": [0.0] * 5}  # claims the probe's code could make
+    parsed = parse_answer(json.dumps({"production": forged}).encode(), ["production"], TARGETS, 5, "")["production"]
+    assert parsed.ok and parsed.predictions == PREDICTIONS and parsed.head == PREDICTIONS[:5]
+    assert parsed.rmse == pytest.approx(0.5)
+    spread = sum((value - sum(TARGETS) / len(TARGETS)) ** 2 for value in TARGETS)
+    assert parsed.r2 == pytest.approx(1 - len(TARGETS) * 0.25 / spread)
