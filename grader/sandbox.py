@@ -190,6 +190,10 @@ class BubblewrapSandbox(Sandbox):
             args += ["--cap-drop", "ALL"]
             for capability in ROOT_PHASE_CAPABILITIES:
                 args += ["--cap-add", capability]
+        # The private /tmp first: the kit (venv included) may itself live under /tmp, and a later tmpfs would hide it.
+        args += ["--dev", "/dev", "--proc", "/proc"]
+        args += ["--perms", "1777", "--size", tmpfs, "--tmpfs", "/tmp"]
+        args += ["--perms", "1777", "--size", tmpfs, "--tmpfs", "/dev/shm"]
         args += _system_binds()
         for path in _python_roots():
             args += ["--ro-bind", str(path), str(path)]
@@ -199,9 +203,6 @@ class BubblewrapSandbox(Sandbox):
         data_home = host_data_home()
         if data_home.is_dir():
             args += ["--ro-bind", str(data_home), SANDBOX_DATA_HOME]
-        args += ["--dev", "/dev", "--proc", "/proc"]
-        args += ["--perms", "1777", "--size", tmpfs, "--tmpfs", "/tmp"]
-        args += ["--perms", "1777", "--size", tmpfs, "--tmpfs", "/dev/shm"]
         args += ["--bind", str(workdir), str(workdir)]
         args += _open_parent_directories(args)
         # The root is bwrap's own tmpfs; read-only, nothing outside the mounts above (/etc/x, /work/x) is writable.

@@ -97,8 +97,11 @@ class Batch:
 
 def bwrap_or_skip() -> None:
     box = sandbox.create(sandbox.Limits())
-    if not box.isolated:
-        pytest.skip(f"adversarial batch needs the bubblewrap sandbox: {box.description}")
+    if box.isolated:
+        return
+    if os.geteuid() == 0 and shutil.which("bwrap"):  # set-up installed it: a sandbox that fails here is a bug
+        pytest.fail(f"bubblewrap is installed but the sandbox does not work: {box.description}")
+    pytest.skip(f"adversarial batch needs the bubblewrap sandbox: {box.description}")
 
 
 def make_rubric(tmp: Path) -> Path:

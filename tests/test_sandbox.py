@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,9 +60,11 @@ def wait_until_gone(marker: str, seconds: float = 5) -> list[int]:
 @pytest.fixture(scope="module")
 def isolated():
     sandbox = create(SMALL)
-    if not sandbox.isolated:
-        pytest.skip(f"bubblewrap sandbox unavailable here: {sandbox.description}")
-    return sandbox
+    if sandbox.isolated:
+        return sandbox
+    if os.geteuid() == 0 and shutil.which("bwrap"):  # set-up installed it: a sandbox that fails here is a bug
+        pytest.fail(f"bubblewrap is installed but the sandbox does not work: {sandbox.description}")
+    pytest.skip(f"bubblewrap sandbox unavailable here: {sandbox.description}")
 
 
 # --- with bubblewrap ------------------------------------------------------------------------------------------
@@ -333,3 +336,14 @@ def test_off_cleanup_kills_escaped_daemons(monkeypatch, tmp_path):
     assert processes_with(marker), "the daemon should have escaped the process group"
     sandbox.cleanup(tmp_path)
     assert not wait_until_gone(marker)
+
+
+def test_private_tmp_is_mounted_before_the_kit_so_a_kit_under_tmp_stays_visible(monkeypatch, tmp_path):
+    # CI may clone the kit anywhere, /tmp included: a tmpfs mounted after the venv's bind would hide the venv.
+    box = sandbox_module.BubblewrapSandbox(SMALL, "/usr/bin/bwrap")
+    monkeypatch.setattr(sandbox_module, "_python_roots", lambda: [Path("/tmp/ci/main/.venv")])
+    args = box._bwrap_argv(tmp_path / "work")
+    private_tmp = next(i for i, arg in enumerate(args) if arg == "--tmpfs" and args[i + 1] == "/tmp")
+    venv_bind = next(i for i, arg in enumerate(args) if arg == "--ro-bind" and args[i + 1] == "/tmp/ci/main/.venv")
+    workdir_bind = args.index(str(tmp_path / "work"))
+    assert private_tmp < venv_bind and private_tmp < workdir_bind
