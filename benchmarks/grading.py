@@ -1,10 +1,13 @@
 """Benchmark the grader; prints figures measured in this one run (not a test: timings depend on the machine).
 
 (a) grading the reference solution ÷ executing it with plain nbclient      target ≤ 1.10
-(b) throughput of --jobs 2 ÷ --jobs 1 on 8 sample submissions             target ≥ 1.8 on 2 cores
+(b) throughput of --jobs 2 ÷ --jobs 1 on 8 complete submissions            target ≥ 1.8 on 2 cores
+    (a class that did the homework: the reference solution 8 times), printed next to this machine's own
+    ceiling, 8 plain nbclient runs 2 at a time ÷ 1 at a time; --mixed adds the 8 sample submissions of
+    homework/examples/, from complete to an early crash, where short broken notebooks weigh more
 (c) disk kept per graded submission                                         limit: the rubric's kept_bytes
 
-    .venv/bin/python benchmarks/grading.py [--repeat N] [--skip-throughput]
+    .venv/bin/python benchmarks/grading.py [--repeat N] [--skip-throughput] [--mixed]
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "homework" / "examples"
 REFERENCE = REPO / "homework" / "solution" / "homework-195.ipynb"
 RUBRIC = REPO / "homework" / "homework-195.rubric.toml"
+CLASS_SIZE = 8
 # Eight samples that all execute, from the whole run (reference) to an early crash.
-THROUGHPUT_SAMPLES = (
+MIXED_SAMPLES = (
     "reference.ipynb",
     "wrong-version.ipynb",
     "nine-runs.ipynb",
@@ -47,11 +52,29 @@ def timed(argv: list[str], **kwargs) -> float:
     return time.perf_counter() - started
 
 
-def plain_nbclient_seconds(scratch: Path, attempt: int) -> float:
-    workdir = scratch / f"plain-{attempt}"
+def plain_nbclient_seconds(scratch: Path, name: str) -> float:
+    workdir = scratch / f"plain-{name}"
     workdir.mkdir()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow.db"}
     return timed([sys.executable, "-c", PLAIN_NBCLIENT, str(REFERENCE), str(workdir)], cwd=workdir, env=env)
+
+
+def plain_batch_seconds(scratch: Path, at_once: int) -> float:
+    """The reference run CLASS_SIZE times with plain nbclient, ``at_once`` at a time: no grader at all."""
+    started = time.perf_counter()
+    with ThreadPoolExecutor(at_once) as pool:
+        list(pool.map(lambda index: plain_nbclient_seconds(scratch, f"{at_once}-{index}"), range(CLASS_SIZE)))
+    return time.perf_counter() - started
+
+
+def throughput(scratch: Path, name: str, samples: dict[str, Path]) -> tuple[float, float]:
+    """Seconds to grade ``samples`` (submission name: source) with --jobs 1, then --jobs 2."""
+    batch = scratch / name
+    batch.mkdir()
+    for submission, source in samples.items():
+        copy = shutil.copytree if source.is_dir() else shutil.copy
+        copy(source, batch / submission)
+    return grader_seconds(batch, scratch / f"out-{name}-1", jobs=1), grader_seconds(batch, scratch / f"out-{name}-2", 2)
 
 
 def grader_seconds(submissions: Path, out: Path, jobs: int) -> float:
@@ -75,6 +98,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-throughput", action="store_true", help="measure (a) and (c) only")
     parser.add_argument("--repeat", type=int, default=2, help="runs of (a), alternating grader and nbclient")
+    parser.add_argument("--mixed", action="store_true", help="also (b) on the 8 sample submissions")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="grader-bench-") as scratch_name:
         scratch = Path(scratch_name)
@@ -84,7 +108,7 @@ def main() -> int:
         # Alternating the two, and keeping each one's fastest, takes out some of a busy machine's noise.
         plain, graded = [], []
         for attempt in range(args.repeat):
-            plain.append(plain_nbclient_seconds(scratch, attempt))
+            plain.append(plain_nbclient_seconds(scratch, f"single-{attempt}"))
             graded.append(grader_seconds(single, scratch / "out-single", jobs=1))
         ratio = min(graded) / min(plain)
         print(f"(a) reference: grader {min(graded):.1f} s / plain nbclient {min(plain):.1f} s = {ratio:.2f}", end="")
@@ -92,18 +116,24 @@ def main() -> int:
 
         out = scratch / "out-single"
         if not args.skip_throughput:
-            batch = scratch / "batch"
-            batch.mkdir()
-            for name in THROUGHPUT_SAMPLES:
-                copy = shutil.copytree if (EXAMPLES / name).is_dir() else shutil.copy
-                copy(EXAMPLES / name, batch / name)
-            one = grader_seconds(batch, scratch / "out-jobs1", jobs=1)
-            two = grader_seconds(batch, scratch / "out-jobs2", jobs=2)
+            students = {f"student{index}.ipynb": REFERENCE for index in range(1, CLASS_SIZE + 1)}
+            one, two = throughput(scratch, "class", students)
             print(
-                f"(b) {len(THROUGHPUT_SAMPLES)} submissions: --jobs 1 {one:.1f} s, --jobs 2 {two:.1f} s, "
+                f"(b) {CLASS_SIZE} complete submissions: --jobs 1 {one:.1f} s, --jobs 2 {two:.1f} s, "
                 f"throughput x{one / two:.2f}  (target >= 1.8 on 2 cores)"
             )
-            out = scratch / "out-jobs2"
+            alone, paired = plain_batch_seconds(scratch, 1), plain_batch_seconds(scratch, 2)
+            print(
+                f"    this machine's ceiling, the same {CLASS_SIZE} notebooks in plain nbclient: 1 at a time "
+                f"{alone:.1f} s, 2 at a time {paired:.1f} s, x{alone / paired:.2f}"
+            )
+            if args.mixed:
+                one, two = throughput(scratch, "mixed", {name: EXAMPLES / name for name in MIXED_SAMPLES})
+                print(
+                    f"    the {len(MIXED_SAMPLES)} sample submissions (complete to early crash): --jobs 1 {one:.1f} s, "
+                    f"--jobs 2 {two:.1f} s, throughput x{one / two:.2f}"
+                )
+            out = scratch / "out-class-2"
         sizes = kept_bytes(out)
         print(
             f"(c) disk kept per graded submission: max {max(sizes.values()) / 1e3:.0f} kB, "

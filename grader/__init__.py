@@ -2,7 +2,8 @@
 
 ``grade_submission(path, rubric)`` grades one student's notebook, folder or zip, in stages:
 intake (copy it into a fresh working directory) → execute (run it in the sandbox) → inspect (read its MLflow
-store; the probe re-scores its models) → score (the rubric's checks) → report (result.json, feedback.html).
+store) → probe (load its models in the sandbox and re-score them) → score (the rubric's checks) → report
+(result.json, feedback.html).
 ``python -m grader grade`` does it for a whole folder of submissions.
 """
 
@@ -17,8 +18,7 @@ import traceback
 from functools import cache
 from pathlib import Path
 
-from grader import execute, inspect, intake, report, sandbox, score
-from grader.probe import Probe
+from grader import execute, inspect, intake, probe, report, sandbox, score
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
@@ -59,6 +59,7 @@ def grade_submission(
 
 def _grade(path: Path, rubric: Rubric, student: str, folder: Path, cpus: list[int] | None, keep: bool) -> Result:
     _warm_up_in_background()
+    probes = probe.service(rubric)  # one warm server per grading process; its imports overlap the notebook
     workdir = folder / "work"
     if folder.exists():
         shutil.rmtree(folder)  # re-grading starts from nothing
@@ -74,7 +75,9 @@ def _grade(path: Path, rubric: Rubric, student: str, folder: Path, cpus: list[in
         result.checks = score.not_executed(rubric, rejection.message)
         return _finish(result, None, folder, workdir, rubric, keep)
 
-    execution, facts = _execute_and_inspect(notebook, workdir, box, rubric, cpus)
+    execution = _execute(notebook, workdir, box, rubric, cpus)
+    facts = inspect.inspect_store(workdir, execution.notebook, rubric)
+    facts.scores = probes.score(inspect.models_to_score(facts, workdir), cpus)
     checks, flags = score.score(facts, execution.notebook, rubric)
     result = Result(
         student,
@@ -90,23 +93,13 @@ def _grade(path: Path, rubric: Rubric, student: str, folder: Path, cpus: list[in
     return _finish(result, execution.notebook, folder, workdir, rubric, keep)
 
 
-def _execute_and_inspect(
-    notebook, workdir: Path, box: sandbox.Sandbox, rubric: Rubric, cpus: list[int]
-) -> tuple[execute.Execution, inspect.Inspection]:
+def _execute(notebook, workdir: Path, box: sandbox.Sandbox, rubric: Rubric, cpus: list[int]) -> execute.Execution:
     box.prepare(workdir)
-    env = _environment(box, workdir, cpus)
-    prefix = _pin_to(cpus)
-    # The probe starts before the notebook and waits for it: its sandbox allows for both.
-    probe_limits = dataclasses.replace(box.limits, wall_seconds=box.limits.wall_seconds + rubric.probe_seconds)
-    probe_argv = _background() + prefix + sandbox.create(probe_limits).command(Probe.argv(rubric), workdir)
-    probe = Probe(probe_argv, workdir, env, rubric)
-    probe.start()  # niced: its imports fill the CPU time the notebook leaves idle
     try:
-        execution = execute.run_notebook(notebook, workdir, box, rubric.limits, env, prefix)
-        return execution, inspect.inspect_store(workdir, execution.notebook, rubric, probe)
+        env = _environment(box, workdir, cpus)
+        return execute.run_notebook(notebook, workdir, box, rubric.limits, env, _pin_to(cpus))
     finally:
-        probe.stop()
-        box.cleanup(workdir)
+        box.cleanup(workdir)  # nothing of the student's runs on while the grader reads what it left
 
 
 def _finish(result: Result, notebook, folder: Path, workdir: Path, rubric: Rubric, keep: bool) -> Result:
@@ -137,12 +130,6 @@ def _pin_to(cpus: list[int]) -> list[str]:
     if taskset is None or set(cpus) == _available_cpus():
         return []
     return [taskset, "-c", ",".join(map(str, cpus))]
-
-
-def _background() -> list[str]:
-    """``nice`` in front of the probe: while the notebook runs, its warm-up must not slow the kernel down."""
-    nice = shutil.which("nice")
-    return [nice, "-n", str(BACKGROUND_NICENESS)] if nice else []
 
 
 def _available_cpus() -> set[int]:

@@ -1,8 +1,7 @@
-"""Read what a notebook left in its MLflow store, and have the probe re-score the models that matter.
+"""Read what a notebook left in its MLflow store, and name the models the probe must re-score.
 
 The store is read here, in the grader's process, with ``MlflowClient`` after the kernel has exited: nothing
-the notebook printed is trusted. Models are loaded only by the probe (``grader/probe.py``), a sandboxed
-process started (niced) while the notebook still runs, so its imports are done by the time it is needed.
+the notebook printed is trusted. Models are loaded only by the probe (``grader/probe.py``), in the sandbox.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from urllib.parse import urlparse
 
 import nbformat
 
-from grader.probe import ModelScore, Probe
+from grader.probe import ModelScore
 from grader.rubric import Rubric
 
 TRACKING_URI_IN_SOURCE = re.compile(
@@ -71,6 +70,7 @@ class Inspection:
     versions: list[VersionFacts] = field(default_factory=list)
     production: VersionFacts | None = None
     best_model_id: str | None = None
+    model_locations: dict[str, str] = field(default_factory=dict)  # logged model id -> where its files are
     outside: list[str] = field(default_factory=list)  # locations outside the working directory
     scores: dict[str, ModelScore] = field(default_factory=dict)  # "production" and, if different, "best"
 
@@ -101,11 +101,10 @@ class Inspection:
         return {"runs": runs, "best": best, "production": production}
 
 
-def inspect_store(workdir: Path, notebook: nbformat.NotebookNode, rubric: Rubric, probe: Probe) -> Inspection:
-    """Facts about the submission's MLflow store; then the probe scores the Production and best models."""
+def inspect_store(workdir: Path, notebook: nbformat.NotebookNode, rubric: Rubric) -> Inspection:
+    """Facts about the submission's MLflow store."""
     database = workdir / "mlflow.db"
     if not database.exists() and not database.is_symlink():
-        probe.ask({})
         return Inspection(problem=f"the notebook left no MLflow store in its folder. {_where_mlflow_pointed(notebook)}")
     try:
         with tempfile.TemporaryDirectory(prefix="grader-store-") as private, _STORE_LOCK:
@@ -113,14 +112,12 @@ def inspect_store(workdir: Path, notebook: nbformat.NotebookNode, rubric: Rubric
             _refuse_foreign_schema(copy)
             facts = _read_store(f"sqlite:///{copy}", workdir, rubric)
     except Exception as error:  # a store the notebook damaged, replaced or filled with nonsense
-        probe.ask({})
         return Inspection(problem=f"the MLflow store could not be read: {type(error).__name__}: {str(error)[:300]}")
     if not facts.experiment_found:
         facts.problem = (
             f"the MLflow store in the notebook's folder has no experiment '{rubric.experiment}' (it has "
             f"{', '.join(facts.experiment_names) or 'none'}). {_where_mlflow_pointed(notebook)}"
         )
-    facts.scores = probe.ask(_models_to_score(facts, rubric))
     return facts
 
 
@@ -172,14 +169,18 @@ def _mlflow_schema_extras() -> frozenset[tuple[str, str, str]]:
         return frozenset(_schema_extras(reference))
 
 
-def _models_to_score(facts: Inspection, rubric: Rubric) -> dict[str, str]:
-    uris = {}
-    if facts.production and facts.production.location not in facts.outside:
-        uris["production"] = rubric.production_uri
+def models_to_score(facts: Inspection, workdir: Path) -> dict[str, tuple[Path, Path]]:
+    """``{"production": ..., "best": ...}`` as (working directory, model folder inside it) for the probe.
+
+    The grader resolves the Production version itself, from its private copy of the store, the way
+    ``models:/NAME/Production`` resolves: the newest version in the stage, then its model's files."""
+    locations = {}
+    if facts.production and facts.production.location and facts.production.location not in facts.outside:
+        locations["production"] = facts.production.location
     best_differs = facts.production is None or facts.best is None or facts.production.run_id != facts.best.run_id
     if facts.best_model_id and best_differs:
-        uris["best"] = f"models:/{facts.best_model_id}"
-    return uris
+        locations["best"] = facts.model_locations[facts.best_model_id]
+    return {label: (workdir, Path(urlparse(location).path)) for label, location in locations.items()}
 
 
 def _read_store(uri: str, workdir: Path, rubric: Rubric) -> Inspection:
@@ -200,6 +201,7 @@ def _read_store(uri: str, workdir: Path, rubric: Rubric) -> Inspection:
                 continue
             if model.status == LoggedModelStatus.READY:
                 ready.setdefault(model.source_run_id, []).append(model.model_id)
+                facts.model_locations[model.model_id] = model.artifact_location
             else:
                 failed[model.source_run_id] = failed.get(model.source_run_id, 0) + 1
         runs = _all_pages(
@@ -263,8 +265,9 @@ def _version_facts(client, version) -> VersionFacts:
     model_id = version.model_id or (location.removeprefix("models:/") if location.startswith("models:/m-") else None)
     if model_id:
         location = client.get_logged_model(model_id).artifact_location
-    elif location.startswith("runs:/"):
-        location = client.get_run(location.split("/")[1]).info.artifact_uri
+    elif location.startswith("runs:/"):  # runs:/RUN_ID/PATH, the model's folder under the run's artifacts
+        run_id, _, path = location.removeprefix("runs:/").partition("/")
+        location = client.get_run(run_id).info.artifact_uri.rstrip("/") + (f"/{path}" if path else "")
     return VersionFacts(
         version=str(version.version),
         run_id=version.run_id,

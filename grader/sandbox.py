@@ -4,7 +4,8 @@ Contract used by the execute and inspect stages:
     sandbox = create(limits)
     sandbox.prepare(workdir)                  # before anything runs in workdir
     argv = sandbox.command(argv, workdir)     # launch this instead of argv, with cwd=workdir,
-                                              #   env=sandbox.environment(workdir), start_new_session=True
+                                              #   env=sandbox.environment(workdir), start_new_session=True;
+                                              #   read_only=(folder, ...) shows more folders, unwritable
     sandbox.cleanup(workdir)                  # after killing the process group: ends any straggler
     sandbox.isolated / sandbox.description    # reported in every result, loudly when not isolated
 
@@ -84,7 +85,7 @@ class Sandbox:
         workdir.mkdir(parents=True, exist_ok=True)
         self._scratch(workdir).mkdir(exist_ok=True)
 
-    def command(self, argv: list[str], workdir: Path) -> list[str]:
+    def command(self, argv: list[str], workdir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
         return self._entry(argv, workdir, uid=None, own_namespace=False)
 
     def environment(self, workdir: Path) -> dict[str, str]:
@@ -165,9 +166,10 @@ class BubblewrapSandbox(Sandbox):
             _chown_tree(workdir, uid)
             workdir.chmod(0o700)
 
-    def command(self, argv: list[str], workdir: Path) -> list[str]:
+    def command(self, argv: list[str], workdir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
         uid = sandbox_uid(workdir) if self.as_root else None
-        return [*self._bwrap_argv(workdir), "--", *self._entry(argv, workdir, uid=uid, own_namespace=True)]
+        entry = self._entry(argv, workdir, uid=uid, own_namespace=True)
+        return [*self._bwrap_argv(workdir, read_only), "--", *entry]
 
     def _data_home(self) -> str:
         return SANDBOX_DATA_HOME
@@ -179,7 +181,7 @@ class BubblewrapSandbox(Sandbox):
         uid = sandbox_uid(workdir)
         _kill_matching(lambda pid: (self.as_root and _uid_of(pid) == uid) or _environ_has_marker(pid, workdir))
 
-    def _bwrap_argv(self, workdir: Path) -> list[str]:
+    def _bwrap_argv(self, workdir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
         tmpfs = str(TMPFS_MB * 2**20)
         args = [self.bwrap, "--die-with-parent", "--new-session"]
         args += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -204,6 +206,8 @@ class BubblewrapSandbox(Sandbox):
         if data_home.is_dir():
             args += ["--ro-bind", str(data_home), SANDBOX_DATA_HOME]
         args += ["--bind", str(workdir), str(workdir)]
+        for path in read_only:
+            args += ["--ro-bind", str(path), str(path)]
         args += _open_parent_directories(args)
         # The root is bwrap's own tmpfs; read-only, nothing outside the mounts above (/etc/x, /work/x) is writable.
         args += ["--remount-ro", "/", "--chdir", str(workdir)]

@@ -28,6 +28,7 @@ import pytest
 
 from grader import sandbox
 from grader.rubric import CHECK_IDS
+from tests.isolation import require_bwrap
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parent / "adversarial"
@@ -95,15 +96,6 @@ class Batch:
         return "\n".join(texts)
 
 
-def bwrap_or_skip() -> None:
-    box = sandbox.create(sandbox.Limits())
-    if box.isolated:
-        return
-    if os.geteuid() == 0 and shutil.which("bwrap"):  # set-up installed it: a sandbox that fails here is a bug
-        pytest.fail(f"bubblewrap is installed but the sandbox does not work: {box.description}")
-    pytest.skip(f"adversarial batch needs the bubblewrap sandbox: {box.description}")
-
-
 def make_rubric(tmp: Path) -> Path:
     text = RUBRIC.read_text()
     for key, value in TEST_RUBRIC_VALUES.items():
@@ -164,7 +156,7 @@ def listen(connections: list) -> tuple[socket.socket, int]:
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory) -> Batch:
-    bwrap_or_skip()
+    require_bwrap("the adversarial batch")
     root = tmp_path_factory.mktemp("adversarial")
     submissions, out = root / "submissions", root / "out"
     submissions.mkdir()
