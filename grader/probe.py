@@ -426,8 +426,8 @@ def service(rubric) -> ProbeService:
     with _SERVICES_LOCK:
         if key not in _SERVICES:
             _SERVICES[key] = ProbeService(rubric)
-    _SERVICES[key].start()
-    return _SERVICES[key]
+            _SERVICES[key].start()  # later, score() restarts it if it died
+        return _SERVICES[key]
 
 
 def copy_model(workdir: Path, folder: Path, destination: Path, budget: int) -> int:
