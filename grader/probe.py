@@ -306,6 +306,7 @@ class ProbeService:
         self.box = sandbox.create(limits)
         self.lock = threading.Lock()
         self.process: subprocess.Popen | None = None
+        self.lines: _Lines | None = None  # the server's stdout
         self.folder: Path | None = None  # holds inbox/, the models to load (read-only in the sandbox), and home/
         self.log = None  # the server's stderr, for the message when it fails
         self.fresh = True  # its first line, the targets, is still to be read
