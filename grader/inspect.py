@@ -6,6 +6,8 @@ the notebook printed is trusted. Models are loaded only by the probe (``grader/p
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import sqlite3
@@ -14,6 +16,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -160,7 +163,39 @@ def _schema_extras(database: Path) -> set[tuple[str, str, str]]:
 
 @cache
 def _mlflow_schema_extras() -> frozenset[tuple[str, str, str]]:
-    """What a store that this MLflow version creates holds besides tables and indexes (e.g. its own triggers)."""
+    """What a store that this MLflow version creates holds besides tables and indexes (e.g. its own triggers).
+
+    Learning it takes a fresh store (a second of migrations), so it is kept per MLflow version in the grader's
+    user cache; a cache that cannot be read is learnt again. Student code cannot write there: in the sandbox
+    only its own working directory is writable."""
+    cached = _schema_cache_path()
+    with contextlib.suppress(OSError, ValueError):
+        return _parse_extras(cached.read_text())
+    extras = _fresh_store_extras()
+    with contextlib.suppress(OSError):
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_name(f"{cached.name}.{os.getpid()}.{threading.get_ident()}")
+        partial.write_text(json.dumps(sorted(extras)))
+        os.replace(partial, cached)  # another grading process may write it at the same moment
+    return extras
+
+
+def _schema_cache_path() -> Path:
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache_home / "mlflow-grader" / f"store-schema-mlflow-{metadata.version('mlflow')}.json"
+
+
+def _parse_extras(text: str) -> frozenset[tuple[str, str, str]]:
+    entries = json.loads(text)
+    if not isinstance(entries, list) or not all(
+        isinstance(entry, list) and len(entry) == 3 and all(isinstance(part, str) for part in entry)
+        for entry in entries
+    ):
+        raise ValueError("not a list of [type, name, sql] entries")
+    return frozenset(tuple(entry) for entry in entries)
+
+
+def _fresh_store_extras() -> frozenset[tuple[str, str, str]]:
     from mlflow import MlflowClient
 
     with tempfile.TemporaryDirectory(prefix="grader-reference-store-") as folder:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+from importlib import metadata
 
 import nbformat
 import pytest
 
+from grader import inspect
 from grader.inspect import _inside, _refuse_foreign_schema, _where_mlflow_pointed
 
 
@@ -72,3 +74,21 @@ def test_a_store_with_planted_views_or_triggers_is_refused(tmp_path):
     connection.close()
     with pytest.raises(ValueError, match="view 'forever_metrics'"):
         _refuse_foreign_schema(store)
+
+
+@pytest.mark.parametrize("damage", [None, "not json", '[["trigger", "only two"]]', '{"trigger": 1}'])
+def test_mlflow_schema_allow_list_is_cached_per_version_and_relearnt_when_damaged(tmp_path, monkeypatch, damage):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    inspect._mlflow_schema_extras.cache_clear()
+    monkeypatch.setattr(inspect, "_mlflow_schema_extras", inspect._mlflow_schema_extras.__wrapped__)
+    learnt = inspect._mlflow_schema_extras()
+    assert any(kind == "trigger" for kind, _, _ in learnt)  # MLflow's own trigger: the list is not empty
+    cached = inspect._schema_cache_path()
+    assert cached.parent.parent == tmp_path and metadata.version("mlflow") in cached.name
+
+    if damage is not None:
+        cached.write_text(damage)
+    else:  # a valid cache is what is used: nothing learnt again
+        monkeypatch.setattr(inspect, "_fresh_store_extras", lambda: pytest.fail("the cache was not used"))
+    assert inspect._mlflow_schema_extras() == learnt
+    assert inspect._parse_extras(cached.read_text()) == learnt
