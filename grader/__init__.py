@@ -19,6 +19,8 @@ import traceback
 from functools import cache
 from pathlib import Path
 
+import nbformat
+
 from grader import execute, inspect, intake, probe, report, sandbox, score
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
@@ -42,26 +44,32 @@ def grade_submission(
     """Grade one submission into ``out/STUDENT/`` (a temporary folder if ``out`` is None) and return its Result.
 
     ``cpus`` pins the student's code to those cores (all of the grader's by default). A failure of the grader
-    itself becomes status ``error`` with the traceback as message: one submission never stops a batch.
+    itself becomes status ``error`` with the traceback as message, and a report that cannot be written loses the
+    report, not the row: one submission never stops a batch.
     """
     rubric = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     path = Path(path)
     student = student or intake.student_name(path)
     folder = Path(out if out is not None else tempfile.mkdtemp(prefix="grader-")).resolve() / student
+    workdir = folder / "work"
+    if student in report.RESERVED_NAMES:
+        message = f"a submission may not be named '{student}', like one of the grader's own files: rename it"
+        return _rejected(student, "invalid_name", message, rubric, {"isolated": None, "description": "not run"})
+    sandbox_facts = {"isolated": None, "description": "unknown: the grader failed before choosing a sandbox"}
+    notebook = None
     try:
-        return _grade(path, rubric, student, folder, cpus, keep_artifacts)
+        result, notebook, sandbox_facts = _grade(path, rubric, student, folder, workdir, cpus)
     except Exception:
         message = ("the grader failed:\n" + traceback.format_exc())[-MESSAGE_CHARS:]
-        unknown = {"isolated": False, "description": "unknown: the grader failed on this submission"}
-        result = Result(student, "error", 0, rubric.max_score, message, sandbox=unknown)
-        result.checks = score.not_executed(rubric, "the grader failed on this submission")
-        return _finish(result, None, folder, folder / "work", rubric, keep_artifacts)
+        result = _rejected(student, "error", message, rubric, sandbox_facts)
+    return _finish(result, notebook, folder, workdir, rubric, keep_artifacts)
 
 
-def _grade(path: Path, rubric: Rubric, student: str, folder: Path, cpus: list[int] | None, keep: bool) -> Result:
+def _grade(
+    path: Path, rubric: Rubric, student: str, folder: Path, workdir: Path, cpus: list[int] | None
+) -> tuple[Result, nbformat.NotebookNode | None, dict]:
     _warm_up_in_background()
     probes = probe.service(rubric)  # one warm server per grading process; its imports overlap the notebook
-    workdir = folder / "work"
     if folder.exists():
         shutil.rmtree(folder)  # re-grading starts from nothing
     workdir.mkdir(parents=True)
@@ -72,9 +80,7 @@ def _grade(path: Path, rubric: Rubric, student: str, folder: Path, cpus: list[in
         notebook_path = intake.stage(path, workdir, rubric)
         notebook = intake.read_notebook(notebook_path)
     except intake.Rejected as rejection:
-        result = Result(student, rejection.status, 0, rubric.max_score, rejection.message, sandbox=sandbox_facts)
-        result.checks = score.not_executed(rubric, rejection.message)
-        return _finish(result, None, folder, workdir, rubric, keep)
+        return _rejected(student, rejection.status, rejection.message, rubric, sandbox_facts), None, sandbox_facts
 
     execution = _execute(notebook, workdir, box, rubric, cpus)
     facts = inspect.inspect_store(workdir, execution.notebook, rubric)
@@ -91,7 +97,13 @@ def _grade(path: Path, rubric: Rubric, student: str, folder: Path, cpus: list[in
         sandbox_facts,
         facts.summary(rubric.rank_by),
     )
-    return _finish(result, execution.notebook, folder, workdir, rubric, keep)
+    return result, execution.notebook, sandbox_facts
+
+
+def _rejected(student: str, status: str, message: str, rubric: Rubric, sandbox_facts: dict) -> Result:
+    result = Result(student, status, 0, rubric.max_score, message, sandbox=sandbox_facts)
+    result.checks = score.not_executed(rubric, message.splitlines()[0] if message else status)
+    return result
 
 
 def _execute(notebook, workdir: Path, box: sandbox.Sandbox, rubric: Rubric, cpus: list[int]) -> execute.Execution:
@@ -104,9 +116,13 @@ def _execute(notebook, workdir: Path, box: sandbox.Sandbox, rubric: Rubric, cpus
 
 
 def _finish(result: Result, notebook, folder: Path, workdir: Path, rubric: Rubric, keep: bool) -> Result:
-    if not result.sandbox.get("isolated"):
+    if result.sandbox.get("isolated") is False:  # not when it is unknown: the grader failed before choosing
         result.flags.append("not_isolated")
-    report.write_submission(result, notebook, folder, rubric)
+    try:
+        report.write_submission(result, notebook, folder, rubric)
+    except Exception as error:  # a full disk, no descriptors left: the row still counts
+        result.message = f"{result.message} The feedback could not be written: {type(error).__name__}: {error}"
+        result.message = result.message.strip()[-MESSAGE_CHARS:]
     if not keep:
         report.discard_artifacts(workdir)
     return result

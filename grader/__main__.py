@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -42,6 +43,8 @@ def grade_folder(
             return grade_submission(
                 submission.path, rubric, out, cpus=cpus, keep_artifacts=keep_artifacts, student=submission.student
             )
+        except Exception as error:  # grade_submission turns failures into rows; this is the last line of defence
+            return Result(submission.student, "error", 0, rubric.max_score, f"the grader failed: {error!r}"[:2000])
         finally:
             slots.put(cpus)
 
@@ -58,10 +61,18 @@ def grade_folder(
         for future in as_completed([pool.submit(grade, submission) for submission in found]):
             result = future.result()
             results.append(result)
+            # After every submission: a grader killed mid-batch loses only the rows still in flight.
+            report.write_gradebook(results, out)
             progress.update(task, advance=1, description=f"{result.student}: {result.status}")
     results.sort(key=lambda result: result.student)
     report.write_gradebook(results, out)
     console.print(summary_table(results))
+    unisolated = [result for result in results if "not_isolated" in result.flags]
+    if unisolated:
+        console.print(
+            f"[bold red]NOT ISOLATED:[/] {len(unisolated)} of {len(results)} submissions ran without the sandbox: "
+            f"{escape(unisolated[0].sandbox.get('description', ''))}. See SECURITY.md."
+        )
     return results
 
 
@@ -75,13 +86,14 @@ def cpu_shares(jobs: int) -> list[list[int]]:
 
 def summary_table(results: list[Result]) -> Table:
     table = Table(title="Gradebook")
-    for column in ("student", "status", "score", "first failed check"):
+    for column in ("student", "status", "score", "flags", "first failed check"):
         table.add_column(column)
     for result in results:
         failed = next((f"{check.id}: {check.message}" for check in result.checks if not check.passed), "")
         style = "green" if result.status == "graded" else "red"
         score = f"{result.score}/{result.max_score}"
-        table.add_row(result.student, f"[{style}]{result.status}[/]", score, failed[:90])
+        flags = f"[bold red]{escape(' '.join(result.flags))}[/]" if result.flags else ""
+        table.add_row(escape(result.student), f"[{style}]{result.status}[/]", score, flags, escape(failed[:90]))
     return table
 
 

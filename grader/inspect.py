@@ -1,7 +1,10 @@
 """Read what a notebook left in its MLflow store, and name the models the probe must re-score.
 
 The store is read here, in the grader's process, with ``MlflowClient`` after the kernel has exited: nothing
-the notebook printed is trusted. Models are loaded only by the probe (``grader/probe.py``), in the sandbox.
+the notebook printed is trusted. It is read fact by fact: a fact that cannot be read (a version whose logged
+model was deleted, say) costs only the checks that need it, and says which fact and why. Models are resolved
+the way ``mlflow.pyfunc.load_model`` resolves their URIs, and loaded only by the probe (``grader/probe.py``), in
+the sandbox.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import sqlite3
 import stat
 import tempfile
 import threading
+import time
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
@@ -31,6 +36,18 @@ TRACKING_URI_IN_SOURCE = re.compile(
 # MLflow keeps one SQLAlchemy store per URI in a process-wide cache; opening stores from several grading
 # threads at once races on that set-up, while reading is quick, so one submission reads at a time.
 _STORE_LOCK = threading.Lock()
+# Reading a store is bounded in time (every SQLite statement checks the clock) and in size: the file, then the
+# rows of any one table, which bound what MLflow builds in the grader's memory. An honest homework store has a
+# few hundred rows in its largest table.
+STORE_SECONDS = 30
+MAX_STORE_BYTES = 256 * 2**20
+PROGRESS_STEPS = 10_000  # SQLite instructions between two looks at the clock
+MAX_TABLE_ROWS = 100_000
+# Every logged model is re-scored; past this many, the rest are left unverified (and so do not count).
+MAX_SCORED_MODELS = 200
+MAX_REFERENCE_HOPS = 5  # models:/NAME/VERSION may point at another models:/ URI; a chain this long is a loop
+PRODUCTION = "production"  # the probe label of the Production version's files, when no logged model has them
+_deadline = {"at": float("inf")}  # when the current store read must stop (monotonic clock)
 
 
 def warm_up() -> None:
@@ -39,6 +56,7 @@ def warm_up() -> None:
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     from mlflow import MlflowClient  # noqa: F401
 
+    _install_store_deadline()
     with _STORE_LOCK:
         _mlflow_schema_extras()
 
@@ -50,8 +68,8 @@ class RunFacts:
     model_type: str | None
     metrics: dict[str, float]
     missing: list[str]  # required params/tags/metrics this run lacks
-    ready_models: list[str]  # ids of its logged models that saved completely, newest last
-    failed_models: int
+    model_ids: list[str]  # its logged models that say READY, with files inside the working directory; newest last
+    failed_models: int  # its logged models that did not finish saving
 
 
 @dataclass
@@ -60,43 +78,57 @@ class VersionFacts:
     run_id: str | None
     stage: str
     aliases: list[str]
-    location: str  # where its files are
+    location: str  # where load_model reads its files; empty when that could not be found out
+    model_key: str = ""  # the probe label of those files: a logged model's id, or PRODUCTION
 
 
 @dataclass
 class Inspection:
-    problem: str = ""  # why the store could not be read; empty when it could
+    problem: str = ""  # why the store could not be read at all; empty when it could
+    unread: list[str] = field(default_factory=list)  # facts that could not be read, each with why
     experiment_found: bool = False
     experiment_names: list[str] = field(default_factory=list)
     runs: list[RunFacts] = field(default_factory=list)  # in the acceptance criterion's order, best first
     registered: bool = False
     versions: list[VersionFacts] = field(default_factory=list)
     production: VersionFacts | None = None
-    best_model_id: str | None = None
     model_locations: dict[str, str] = field(default_factory=dict)  # logged model id -> where its files are
     outside: list[str] = field(default_factory=list)  # locations outside the working directory
-    scores: dict[str, ModelScore] = field(default_factory=dict)  # "production" and, if different, "best"
+    unscored: list[str] = field(default_factory=list)  # logged models past MAX_SCORED_MODELS
+    scores: dict[str, ModelScore] = field(default_factory=dict)  # probe label -> the grader's re-scoring
 
     @property
     def best(self) -> RunFacts | None:
         return self.runs[0] if self.runs else None
 
+    def run_score(self, run: RunFacts) -> ModelScore | None:
+        """The grader's score of the run's newest model that loaded and predicted, if any did."""
+        scored = [self.scores.get(model_id) for model_id in reversed(run.model_ids)]
+        return next((score for score in scored if score is not None and score.ok), None)
+
+    @property
+    def production_score(self) -> ModelScore | None:
+        return self.scores.get(self.production.model_key) if self.production and self.production.model_key else None
+
     def summary(self, rank_by: str) -> dict:
         """The runs, best run and Production version, as plain data for the feedback page."""
         production_run = self.production.run_id if self.production else None
-        runs = [
-            {
-                "rank": rank,
-                "run_id": run.run_id,
-                "name": run.name,
-                "model_type": run.model_type,
-                "metrics": run.metrics,
-                "metric": run.metrics.get(rank_by),
-                "has_model": bool(run.ready_models),
-                "production": run.run_id == production_run,
-            }
-            for rank, run in enumerate(self.runs, start=1)
-        ]
+        runs = []
+        for rank, run in enumerate(self.runs, start=1):
+            rescored = self.run_score(run)
+            runs.append(
+                {
+                    "rank": rank,
+                    "run_id": run.run_id,
+                    "name": run.name,
+                    "model_type": run.model_type,
+                    "metrics": run.metrics,
+                    "metric": run.metrics.get(rank_by),
+                    "rescored": rescored.rmse if rescored else None,
+                    "has_model": rescored is not None,
+                    "production": run.run_id == production_run,
+                }
+            )
         best = runs[0] if runs and runs[0]["metric"] is not None else None
         if best:
             best = {**best, "metric_text": f"{best['metric']:.4f}"}
@@ -111,12 +143,14 @@ def inspect_store(workdir: Path, notebook: nbformat.NotebookNode, rubric: Rubric
         return Inspection(problem=f"the notebook left no MLflow store in its folder. {_where_mlflow_pointed(notebook)}")
     try:
         with tempfile.TemporaryDirectory(prefix="grader-store-") as private, _STORE_LOCK:
-            copy = _private_copy(database, Path(private), rubric.limits.file_mb * 2**20)
+            copy = _private_copy(database, Path(private), MAX_STORE_BYTES)
             _refuse_foreign_schema(copy)
-            facts = _read_store(f"sqlite:///{copy}", workdir, rubric)
+            _refuse_oversized(copy)
+            with _store_deadline(STORE_SECONDS):
+                facts = _read_store(f"sqlite:///{copy}", workdir, rubric)
     except Exception as error:  # a store the notebook damaged, replaced or filled with nonsense
         return Inspection(problem=f"the MLflow store could not be read: {type(error).__name__}: {str(error)[:300]}")
-    if not facts.experiment_found:
+    if not facts.experiment_found and not any(fact.startswith("the experiment") for fact in facts.unread):
         facts.problem = (
             f"the MLflow store in the notebook's folder has no experiment '{rubric.experiment}' (it has "
             f"{', '.join(facts.experiment_names) or 'none'}). {_where_mlflow_pointed(notebook)}"
@@ -152,13 +186,52 @@ def _refuse_foreign_schema(database: Path) -> None:
         raise ValueError(f"it holds objects MLflow never creates ({named}): it was edited behind MLflow's back")
 
 
+def _refuse_oversized(database: Path) -> None:
+    """A store of plain tables may still hold millions of rows, which MLflow would build objects for."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        tables = [name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            quoted = '"' + table.replace('"', '""') + '"'
+            query = f"SELECT count(*) FROM (SELECT 1 FROM {quoted} LIMIT {MAX_TABLE_ROWS + 1})"
+            (rows,) = connection.execute(query).fetchone()
+            if rows > MAX_TABLE_ROWS:
+                raise ValueError(f"its table {table!r} has more than {MAX_TABLE_ROWS} rows")
+
+
 def _schema_extras(database: Path) -> set[tuple[str, str, str]]:
     """The store's objects other than tables and indexes, with their SQL."""
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
         rows = connection.execute("SELECT type, name, sql FROM sqlite_master WHERE type NOT IN ('table', 'index')")
-        extras = {(kind, name, sql or "") for kind, name, sql in rows}
-    connection.close()
-    return extras
+        return {(kind, name, sql or "") for kind, name, sql in rows}
+
+
+@cache
+def _install_store_deadline() -> None:
+    """Every SQLite connection MLflow opens checks the inspection's deadline as it steps through a statement."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def check_deadline(dbapi_connection, _record) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            # A non-zero return makes SQLite abort the statement with "interrupted".
+            dbapi_connection.set_progress_handler(lambda: int(time.monotonic() > _deadline["at"]), PROGRESS_STEPS)
+
+    event.listen(Engine, "connect", check_deadline)
+
+
+@contextlib.contextmanager
+def _store_deadline(seconds: float):
+    """Bound the store read in time (held under _STORE_LOCK, so one deadline at a time)."""
+    _install_store_deadline()
+    _deadline["at"] = time.monotonic() + seconds
+    try:
+        yield
+    except Exception as error:  # MLflow and SQLAlchemy wrap SQLite's "interrupted" in their own exceptions
+        if time.monotonic() > _deadline["at"] and not isinstance(error, TimeoutError):
+            raise TimeoutError(f"reading it took longer than {seconds} s") from error
+        raise
+    finally:
+        _deadline["at"] = float("inf")
 
 
 @cache
@@ -205,66 +278,158 @@ def _fresh_store_extras() -> frozenset[tuple[str, str, str]]:
 
 
 def models_to_score(facts: Inspection, workdir: Path) -> dict[str, tuple[Path, Path]]:
-    """``{"production": ..., "best": ...}`` as (working directory, model folder inside it) for the probe.
-
-    The grader resolves the Production version itself, from its private copy of the store, the way
-    ``models:/NAME/Production`` resolves: the newest version in the stage, then its model's files."""
-    locations = {}
-    if facts.production and facts.production.location and facts.production.location not in facts.outside:
-        locations["production"] = facts.production.location
-    best_differs = facts.production is None or facts.best is None or facts.production.run_id != facts.best.run_id
-    if facts.best_model_id and best_differs:
-        locations["best"] = facts.model_locations[facts.best_model_id]
+    """Every logged model of the experiment's runs and the Production version's files, as ``{label: (working
+    directory, model folder inside it)}`` for the probe; files that two labels share are loaded once."""
+    locations = {model_id: facts.model_locations[model_id] for run in facts.runs for model_id in run.model_ids}
+    if len(locations) > MAX_SCORED_MODELS:
+        kept = list(locations)[:MAX_SCORED_MODELS]
+        facts.unscored = list(locations)[MAX_SCORED_MODELS:]
+        locations = {model_id: locations[model_id] for model_id in kept}
+    production = facts.production
+    if production and production.location and _inside(production.location, workdir.resolve()):
+        same = next((label for label, location in locations.items() if location == production.location), None)
+        production.model_key = same or PRODUCTION
+        locations.setdefault(production.model_key, production.location)
     return {label: (workdir, Path(urlparse(location).path)) for label, location in locations.items()}
+
+
+class _FactReader:
+    """Reads one fact at a time: a failure is noted with the fact's name and costs only that fact."""
+
+    def __init__(self, facts: Inspection):
+        self.facts = facts
+
+    def read(self, fact: str, read, default=None):
+        if time.monotonic() > _deadline["at"]:
+            raise TimeoutError(f"reading it took longer than {STORE_SECONDS} s")
+        try:
+            return read()
+        except Exception as error:  # a row the notebook damaged or left dangling
+            if time.monotonic() > _deadline["at"]:  # SQLite gave up on the clock: the whole read stops
+                raise TimeoutError(f"reading it took longer than {STORE_SECONDS} s") from error
+            self.facts.unread.append(f"{fact}: {type(error).__name__}: {str(error)[:200]}")
+            return default
 
 
 def _read_store(uri: str, workdir: Path, rubric: Rubric) -> Inspection:
     from mlflow import MlflowClient
-    from mlflow.entities import LoggedModelStatus
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    facts = Inspection(experiment_names=sorted(experiment.name for experiment in client.search_experiments()))
-    inside = workdir.resolve()
-    experiment = client.get_experiment_by_name(rubric.experiment)
+    facts = Inspection()
+    reader = _FactReader(facts)
+    experiments = reader.read(
+        "the experiments", lambda: _all_pages(lambda token: client.search_experiments(page_token=token)), []
+    )
+    facts.experiment_names = sorted(experiment.name for experiment in experiments)
+    experiment = next((item for item in experiments if item.name == rubric.experiment), None)
     if experiment is not None:
         facts.experiment_found = True
-        models = _all_pages(lambda token: client.search_logged_models([experiment.experiment_id], page_token=token))
-        ready, failed = {}, {}
-        for model in sorted(models, key=lambda model: model.creation_timestamp):
-            if not _inside(model.artifact_location, inside):
-                facts.outside.append(model.artifact_location)
-                continue
-            if model.status == LoggedModelStatus.READY:
-                ready.setdefault(model.source_run_id, []).append(model.model_id)
-                facts.model_locations[model.model_id] = model.artifact_location
-            else:
-                failed[model.source_run_id] = failed.get(model.source_run_id, 0) + 1
-        runs = _all_pages(
-            lambda token: client.search_runs(
-                [experiment.experiment_id], order_by=[f"metrics.{rubric.rank_by} ASC"], page_token=token
-            )
-        )
-        facts.runs = [
-            _run_facts(run, rubric, ready.get(run.info.run_id, []), failed.get(run.info.run_id, 0)) for run in runs
-        ]
-        best = facts.best
-        if best and rubric.rank_by in best.metrics and best.ready_models:
-            facts.best_model_id = best.ready_models[-1]
-    registered = client.search_registered_models(filter_string=f"name = '{rubric.registered_model}'")
+        _read_runs(client, reader, experiment.experiment_id, workdir.resolve(), rubric)
+    registered = reader.read(
+        f"the registered model '{rubric.registered_model}'",
+        lambda: client.search_registered_models(filter_string=f"name = '{rubric.registered_model}'"),
+        [],
+    )
     if registered:
         facts.registered = True
-        facts.versions = sorted(
-            (
-                _version_facts(client, version)
-                for version in client.search_model_versions(f"name = '{rubric.registered_model}'")
-            ),
-            key=lambda version: int(version.version),
-        )
-        facts.production = _production(facts.versions, rubric)
-        for version in facts.versions:
-            if version.location and not _inside(version.location, inside):
-                facts.outside.append(version.location)
+        _read_versions(client, uri, reader, registered[0], workdir.resolve(), rubric)
     return facts
+
+
+def _read_runs(client, reader: _FactReader, experiment_id: str, inside: Path, rubric: Rubric) -> None:
+    from mlflow.entities import LoggedModelStatus
+
+    facts = reader.facts
+    models = reader.read(
+        "the experiment's logged models",
+        lambda: _all_pages(lambda token: client.search_logged_models([experiment_id], page_token=token)),
+        [],
+    )
+    ready, failed = {}, {}
+    for model in sorted(models, key=lambda model: model.creation_timestamp or 0):
+        if not _inside(model.artifact_location or "", inside):
+            facts.outside.append(model.artifact_location)
+        elif model.status == LoggedModelStatus.READY:
+            ready.setdefault(model.source_run_id, []).append(model.model_id)
+            facts.model_locations[model.model_id] = model.artifact_location
+        else:
+            failed[model.source_run_id] = failed.get(model.source_run_id, 0) + 1
+    runs = reader.read(
+        "the experiment's runs",
+        lambda: _all_pages(
+            lambda token: client.search_runs(
+                [experiment_id], order_by=[f"metrics.{rubric.rank_by} ASC"], page_token=token
+            )
+        ),
+        [],
+    )
+    facts.runs = [
+        _run_facts(run, rubric, ready.get(run.info.run_id, []), failed.get(run.info.run_id, 0)) for run in runs
+    ]
+
+
+def _read_versions(client, uri: str, reader: _FactReader, registered, inside: Path, rubric: Rubric) -> None:
+    facts = reader.facts
+    name = registered.name
+    aliases = reader.read(f"the aliases of '{name}'", lambda: dict(client.get_registered_model(name).aliases), {})
+    versions = reader.read(
+        f"the versions of '{name}'",
+        lambda: _all_pages(lambda token: client.search_model_versions(f"name = '{name}'", page_token=token)),
+        [],
+    )
+    for version in sorted(versions, key=lambda version: int(version.version)):
+        location = reader.read(
+            f"where version {version.version}'s files are",
+            lambda version=version: _download_location(client, uri, version),
+        )
+        if location and not _inside(location, inside):
+            facts.outside.append(location)
+        facts.versions.append(
+            VersionFacts(
+                version=str(version.version),
+                run_id=version.run_id,
+                stage=version.current_stage or "None",
+                aliases=sorted(alias for alias, number in aliases.items() if str(number) == str(version.version)),
+                location=location or "",
+            )
+        )
+    production = reader.read(
+        f"which version {rubric.production_uri} loads", lambda: _production_version(client, rubric, aliases), None
+    )
+    facts.production = next((version for version in facts.versions if version.version == production), None)
+
+
+def _production_version(client, rubric: Rubric, aliases: dict[str, str]) -> str | None:
+    """The version ``rubric.production_uri`` resolves to, as MLflow resolves it: the alias's version, or the
+    newest version in the stage; None if no version holds it."""
+    if rubric.production_by == "alias":
+        return str(aliases[rubric.production_alias]) if rubric.production_alias in aliases else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; the rubric may still use one
+        latest = client.get_latest_versions(rubric.registered_model, [rubric.production_stage])
+    return str(max(int(version.version) for version in latest)) if latest else None
+
+
+def _download_location(client, store_uri: str, version) -> str:
+    """Where ``load_model("models:/NAME/VERSION")`` reads the files: MLflow's download URI for the version (its
+    storage location when set, else its source), followed through the logged-model and run URIs it names."""
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    uri = client.get_model_version_download_uri(version.name, version.version)
+    for _ in range(MAX_REFERENCE_HOPS):
+        if uri.startswith("models:/"):
+            named = get_model_name_and_version(client, uri)
+            uri = (
+                client.get_logged_model(named[0]).artifact_location
+                if len(named) == 1
+                else client.get_model_version_download_uri(*named)
+            )
+        elif uri.startswith("runs:/"):
+            uri = RunsArtifactRepository.get_underlying_uri(uri, tracking_uri=store_uri)
+        else:
+            return uri
+    raise ValueError(f"version {version.version} names models:/ or runs:/ URIs more than {MAX_REFERENCE_HOPS} deep")
 
 
 def _all_pages(search) -> list:
@@ -277,7 +442,7 @@ def _all_pages(search) -> list:
             return items
 
 
-def _run_facts(run, rubric: Rubric, ready_models: list[str], failed_models: int) -> RunFacts:
+def _run_facts(run, rubric: Rubric, model_ids: list[str], failed_models: int) -> RunFacts:
     data = run.data
     label = rubric.param_or_tag[0]  # what the feedback calls each run by, e.g. its model_type
     model_type = data.params.get(label) or data.tags.get(label)
@@ -289,36 +454,9 @@ def _run_facts(run, rubric: Rubric, ready_models: list[str], failed_models: int)
         model_type=model_type,
         metrics={name: data.metrics[name] for name in rubric.metrics if name in data.metrics},
         missing=missing,
-        ready_models=ready_models,
+        model_ids=model_ids,
         failed_models=failed_models,
     )
-
-
-def _version_facts(client, version) -> VersionFacts:
-    location = version.source or ""
-    # A version made from a logged model names it by model_id or, from some stores, only by its source URI.
-    model_id = version.model_id or (location.removeprefix("models:/") if location.startswith("models:/m-") else None)
-    if model_id:
-        location = client.get_logged_model(model_id).artifact_location
-    elif location.startswith("runs:/"):  # runs:/RUN_ID/PATH, the model's folder under the run's artifacts
-        run_id, _, path = location.removeprefix("runs:/").partition("/")
-        location = client.get_run(run_id).info.artifact_uri.rstrip("/") + (f"/{path}" if path else "")
-    return VersionFacts(
-        version=str(version.version),
-        run_id=version.run_id,
-        stage=version.current_stage or "None",
-        aliases=sorted(version.aliases or []),
-        location=location,
-    )
-
-
-def _production(versions: list[VersionFacts], rubric: Rubric) -> VersionFacts | None:
-    """The version ``models:/NAME/Production`` (or ``@alias``) resolves to: the newest one holding it."""
-    if rubric.production_by == "alias":
-        holding = [version for version in versions if rubric.production_alias in version.aliases]
-    else:
-        holding = [version for version in versions if version.stage == rubric.production_stage]
-    return holding[-1] if holding else None
 
 
 def _inside(location: str, workdir: Path) -> bool:

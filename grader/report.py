@@ -1,4 +1,9 @@
-"""Write what grading found: result.json, feedback.html and the executed notebook per student; the gradebook."""
+"""Write what grading found: result.json, feedback.html and the executed notebook per student; the gradebook.
+
+Everything shown comes from the student's notebook or store, so it is text everywhere (HTML-escaped, never
+mathtext), and what stays in ``OUT/NAME`` fits the rubric's ``kept_bytes``. A report that cannot be made whole
+loses a part (the plot, the notebook) with a note, never the score.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import base64
 import csv
 import io
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import jinja2
@@ -21,7 +28,13 @@ TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-GRADEBOOK_COLUMNS = ["student", "status", "score", "max_score", *CHECK_IDS]
+GRADEBOOK = "gradebook.csv"
+GRADEBOOK_COLUMNS = ["student", "status", "score", "max_score", *CHECK_IDS, "flags"]
+# The grader's own files at the top of OUT: a submission named like one would overwrite it.
+RESERVED_NAMES = frozenset({GRADEBOOK})
+PLOTTED_RUNS = 40  # the best ones; a plot of thousands of bars is neither readable nor small
+LISTED_RUNS = 200
+SHOWN_CHARS = 120  # of a run's name or model_type in the feedback
 
 
 def warm_up() -> None:
@@ -29,14 +42,36 @@ def warm_up() -> None:
     import matplotlib.figure  # noqa: F401
 
 
+def executed_notebook_name(student: str) -> str:
+    name = f"{student}.ipynb"
+    return name if len(name.encode()) <= 255 else "submission.ipynb"  # a file name has at most 255 bytes
+
+
 def write_submission(result: Result, notebook: nbformat.NotebookNode | None, folder: Path, rubric: Rubric) -> None:
+    """result.json, feedback.html and the executed notebook, within ``kept_bytes`` together."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "result.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    plot = _runs_plot(result.details.get("runs", []), rubric.rank_by)
-    html = TEMPLATES.get_template("feedback.html.j2").render(result=result, rubric=rubric, plot=plot)
-    (folder / "feedback.html").write_text(html)
-    if notebook is not None:
-        nbformat.write(_truncated(notebook, rubric.limits.output_bytes), folder / f"{result.student}.ipynb")
+    notes = []
+    summary = json.dumps(result.to_json(), indent=2) + "\n"
+    plot = _safe_plot(result.details.get("runs", []), rubric.rank_by, notes)
+    executed = _executed_notebook(notebook, rubric) if notebook is not None else None
+    budget = rubric.kept_bytes - len(summary.encode())
+    page = _feedback(result, rubric, plot, notes)
+    if plot and len(page.encode()) > budget:
+        notes.append("The plot of your runs was left out: the page would be larger than the grader keeps.")
+        plot = None
+        page = _feedback(result, rubric, plot, notes)
+    budget -= len(page.encode())
+    if executed is not None and len(executed.encode()) > budget:
+        notes.append(
+            f"The executed notebook was not kept: {len(executed.encode())} bytes, more than the {max(budget, 0)} "
+            "left of what the grader keeps per submission."
+        )
+        executed = None
+        page = _feedback(result, rubric, plot, notes)
+    (folder / "result.json").write_text(summary)
+    (folder / "feedback.html").write_text(page)
+    if executed is not None:
+        (folder / executed_notebook_name(result.student)).write_text(executed)
 
 
 def discard_artifacts(workdir: Path) -> None:
@@ -45,14 +80,35 @@ def discard_artifacts(workdir: Path) -> None:
 
 
 def write_gradebook(results: list[Result], out: Path) -> Path:
-    path = out / "gradebook.csv"
-    with path.open("w", newline="") as stream:
-        writer = csv.writer(stream)
-        writer.writerow(GRADEBOOK_COLUMNS)
-        for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
-            row = [result.student, result.status, result.score, result.max_score]
-            writer.writerow(row + [result.points(check) for check in CHECK_IDS])
+    """One row per student, sorted, replaced atomically: a reader (or a killed grader) never sees half a file."""
+    path = out / GRADEBOOK
+    descriptor, partial = tempfile.mkstemp(prefix=".gradebook-", suffix=".csv", dir=out)
+    try:
+        with os.fdopen(descriptor, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(GRADEBOOK_COLUMNS)
+            for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
+                row = [result.student, result.status, result.score, result.max_score]
+                writer.writerow(row + [result.points(check) for check in CHECK_IDS] + [" ".join(result.flags)])
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     return path
+
+
+def _feedback(result: Result, rubric: Rubric, plot: str | None, notes: list[str]) -> str:
+    runs = result.details.get("runs", [])
+    listed = [
+        {**run, "name": _shown(run["name"]), "model_type": _shown(run["model_type"])} for run in runs[:LISTED_RUNS]
+    ]
+    return TEMPLATES.get_template("feedback.html.j2").render(
+        result=result, rubric=rubric, plot=plot, notes=notes, runs=listed, unlisted=len(runs) - len(listed)
+    )
+
+
+def _executed_notebook(notebook: nbformat.NotebookNode, rubric: Rubric) -> str:
+    return nbformat.writes(_truncated(notebook, rubric.limits.output_bytes))
 
 
 def _truncated(notebook: nbformat.NotebookNode, limit: int) -> nbformat.NotebookNode:
@@ -76,18 +132,34 @@ def _clip(text: str, limit: int) -> str:
     return text.encode()[:limit].decode(errors="ignore") + f"\n[... output truncated by the grader at {limit} bytes]"
 
 
+def _shown(text: str | None) -> str | None:
+    return text if text is None or len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
+
+
+def _safe_plot(runs: list[dict], rank_by: str, notes: list[str]) -> str | None:
+    try:
+        return _runs_plot(runs, rank_by)
+    except Exception as error:  # the plot is a convenience: its failure must not cost the feedback or the grade
+        notes.append(f"The plot of your runs could not be drawn ({type(error).__name__}).")
+        return None
+
+
 def _runs_plot(runs: list[dict], rank_by: str) -> str | None:
-    """A PNG (base64) of every run's metric, best at the top, the Production run marked."""
-    ranked = [run for run in runs if run["metric"] is not None]
+    """A PNG (base64) of the best runs' metric, best at the top, the Production run marked."""
+    ranked = [run for run in runs if run["metric"] is not None][:PLOTTED_RUNS]
     if not ranked:
         return None
     from matplotlib.figure import Figure  # the object API: no global pyplot state shared between threads
 
     figure = Figure(figsize=(7, 0.35 * len(ranked) + 1.2), dpi=80)
     axes = figure.subplots()
-    labels = [f"{run['rank']}. {run['model_type'] or '?'} {run['run_id'][:8]}" for run in ranked]
+    # An unescaped "$" would make matplotlib typeset the student's text as a formula (and a typo in it raise).
+    labels = [
+        f"{run['rank']}. {_shown(run['model_type']) or '?'} {run['run_id'][:8]}".replace("$", r"\$") for run in ranked
+    ]
     colours = ["#d62728" if run["production"] else "#9ecae1" for run in ranked]
-    axes.barh(labels, [run["metric"] for run in ranked], color=colours)
+    axes.barh(range(len(ranked)), [run["metric"] for run in ranked], color=colours)
+    axes.set_yticks(range(len(ranked)), labels)
     axes.invert_yaxis()
     axes.set_xlabel(f"{rank_by} (lower is better)")
     for index, run in enumerate(ranked):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 from pathlib import Path
 
@@ -24,22 +25,30 @@ def run(number: int, rmse: float, **overrides) -> RunFacts:
         "model_type": "ridge",
         "metrics": {"rmse_test": rmse, "r2_test": 0.6},
         "missing": [],
-        "ready_models": [f"m-{number}"],
+        "model_ids": [f"m-{number}"],
         "failed_models": 0,
     }
     return RunFacts(**{**facts, **overrides})
 
 
+def scored(rmse: float, predictions=PREDICTIONS) -> ModelScore:
+    return ModelScore(True, "", rmse, 0.8, predictions[:5], predictions)
+
+
+def honest_scores(runs: list[RunFacts]) -> dict[str, ModelScore]:
+    """The grader's re-scoring of every run's model agrees with what the run logged."""
+    return {run.model_ids[-1]: scored(run.metrics["rmse_test"]) for run in runs if run.model_ids}
+
+
 def good_facts(**overrides) -> Inspection:
-    runs = [run(number, 0.5 + number / 100) for number in range(10)]  # run 0 is the best
+    runs = overrides.pop("runs", None) or [run(number, 0.5 + number / 100) for number in range(10)]  # run 0: best
     facts = {
         "experiment_found": True,
         "experiment_names": ["Default", "homework-195"],
         "runs": runs,
         "registered": True,
-        "versions": [VersionFacts("1", runs[0].run_id, "Production", [], "/work/mlruns/1/models/m-0/artifacts")],
-        "best_model_id": "m-0",
-        "scores": {"production": ModelScore(True, "", 0.5, 0.8, PREDICTIONS[:5], PREDICTIONS)},
+        "versions": [VersionFacts("1", runs[0].run_id, "Production", [], "/work/mlruns/1/models/m-0/artifacts", "m-0")],
+        "scores": honest_scores(runs),
     }
     facts = {**facts, **overrides}
     inspection = Inspection(**facts)
@@ -75,7 +84,7 @@ def test_a_complete_submission_passes_every_check_with_full_points():
 
 def test_production_from_another_run_fails_best_is_production_and_names_both_runs():
     facts = good_facts()
-    facts.production = VersionFacts("2", facts.runs[3].run_id, "Production", [], "/work/x")
+    facts.production = VersionFacts("2", facts.runs[3].run_id, "Production", [], "/work/x", "m-3")
     checks, _ = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
     check = next(check for check in checks if check.id == "best_is_production")
     assert not check.passed and check.points == 0
@@ -95,21 +104,15 @@ def test_model_type_as_tag_is_enough_but_a_missing_metric_is_not():
 
 def test_a_run_without_a_ready_model_fails_run_models():
     runs = [run(number, 0.5 + number / 100) for number in range(10)]
-    runs[7] = run(7, 0.57, ready_models=[], failed_models=1)
+    runs[7] = run(7, 0.57, model_ids=[], failed_models=1)
     checks, _ = score(good_facts(runs=runs), last_cell_shows(FIRST_FIVE), RUBRIC)
     check = next(check for check in checks if check.id == "run_models")
     assert not check.passed and "1 failed to save" in check.message
 
 
-def test_no_production_version_fails_everything_that_needs_it():
-    facts = good_facts(versions=[VersionFacts("1", "x" * 32, "Staging", [], "/work/x")], scores={})
-    assert failing(facts) == {
-        "registered",
-        "best_is_production",
-        "production_loads",
-        "final_prediction",
-        "metrics_honest",
-    }
+def test_no_production_version_fails_everything_that_needs_it_and_every_run_is_still_rescored():
+    facts = good_facts(versions=[VersionFacts("1", "x" * 32, "Staging", [], "/work/x")])
+    assert failing(facts) == {"registered", "best_is_production", "production_loads", "final_prediction"}
 
 
 @pytest.mark.parametrize(
@@ -121,6 +124,11 @@ def test_no_production_version_fails_everything_that_needs_it():
         ("[1.0 1.0 1.0 1.0 1.0]", False),  # too coarse to tell one number from another
         ("[1.00001 1.00074 1.00147 1.00221]", False),  # four rows
         ("[1.00001 1.00001 1.00001 1.00001 1.00001]", False),  # one row, five times
+        ("[1.00293 1.00221 1.00147 1.00074 1.00001]", False),  # the right rows, in the wrong order
+        ("[1.00074 1.00147 1.00221 1.00293 1.00366]", False),  # rows 1 to 5, not the first five
+        ("rmse: 0.4712\n[1.00001 1.00074 1.00147 1.00221 1.00293]", False),  # another number first
+        ("[1.00001 1.00074 1.00147 1.00221 1.00293]\nrmse: 0.4712", True),  # another number after them
+        ("[1.00001 1.00074 1.0 1.00221 1.00293]", False),  # one of them too coarse
     ],
 )
 def test_final_prediction_compares_printed_numbers_with_the_probes(printed, passes):
@@ -142,7 +150,8 @@ def test_final_prediction_fails_when_the_last_cell_raised():
 
 
 def test_dishonest_metric_fails_metrics_honest_and_raises_the_flag():
-    facts = good_facts(scores={"production": ModelScore(True, "", 0.9, 0.4, PREDICTIONS[:5], PREDICTIONS)})
+    facts = good_facts()
+    facts.scores["m-0"] = ModelScore(True, "", 0.9, 0.4, PREDICTIONS[:5], PREDICTIONS)
     checks, flags = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
     check = next(check for check in checks if check.id == "metrics_honest")
     assert not check.passed and flags == ["metrics_honest"]
@@ -200,3 +209,77 @@ def test_a_well_formed_probe_answer_is_scored_by_the_grader_not_by_the_probe():
     assert parsed.rmse == pytest.approx(0.5)
     spread = sum((value - sum(TARGETS) / len(TARGETS)) ** 2 for value in TARGETS)
     assert parsed.r2 == pytest.approx(1 - len(TARGETS) * 0.25 / spread)
+
+
+def test_made_up_numbers_matching_some_test_rows_fail():
+    """Five numbers that each equal the prediction of *some* test row, as a guess spread over 4,128 rows would."""
+    printed = "[" + " ".join(f"{PREDICTIONS[index]:.2f}" for index in (900, 1800, 2700, 3600, 4000)) + "]"
+    assert not outcome(good_facts(), last_cell_shows(printed))["final_prediction"]
+
+
+def test_guessing_five_ordered_predictions_to_two_decimals_passes_with_probability_below_one_in_a_million():
+    """The bound stated in grader/score.py, measured on the canonical split: the best guess for one row lands in
+    the most crowded 0.01-wide window of the prices, or of a model's predictions when one has it."""
+    from sklearn.datasets import fetch_california_housing
+    from sklearn.ensemble import RandomForestRegressor
+    from sklearn.linear_model import LinearRegression
+    from sklearn.model_selection import train_test_split
+
+    def most_crowded_window(values) -> float:
+        values = sorted(values)
+        low_ends = enumerate(values)
+        return max(bisect.bisect_right(values, low + 0.01 + 1e-12) - index for index, low in low_ends) / len(values)
+
+    features, target = fetch_california_housing(return_X_y=True, as_frame=True)
+    x_train, x_test, y_train, y_test = train_test_split(features, target, test_size=0.2, random_state=42)
+    per_row = most_crowded_window(y_test)
+    assert 0.04 < per_row < 0.045  # the censored price 5.00001
+    assert per_row**5 < 2e-7
+    for model in (LinearRegression(), RandomForestRegressor(n_estimators=20, max_depth=10, random_state=42)):
+        assert most_crowded_window(model.fit(x_train, y_train).predict(x_test)) < per_row
+
+
+def test_lies_on_runs_other_than_production_are_caught_by_rescoring_every_run():
+    """Every run but one logs rmse_test + 0.5, so that one looks best and goes to Production: the grader's own
+    numbers show a better model, and every lie is named."""
+    truth = [0.5 + number / 100 for number in range(10)]
+    runs = [run(number, truth[number] + (0 if number == 5 else 0.5)) for number in range(10)]
+    runs.sort(key=lambda each: each.metrics["rmse_test"])  # as search_runs orders them
+    scores = {f"m-{number}": scored(truth[number]) for number in range(10)}
+    version = VersionFacts("1", runs[0].run_id, "Production", [], "/work/m-5", "m-5")
+    facts = good_facts(runs=runs, scores=scores, versions=[version])
+    checks, flags = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    by_id = {check.id: check for check in checks}
+    assert not by_id["best_is_production"].passed
+    assert "0.5500" in by_id["best_is_production"].message and "0.5000" in by_id["best_is_production"].message
+    assert not by_id["metrics_honest"].passed and flags == ["metrics_honest"]
+    assert "9 of 11 re-scored models do not match" in by_id["metrics_honest"].message
+
+
+def test_production_serving_another_model_than_its_runs_is_judged_on_what_it_serves():
+    """storage_location points Production at the worst model: the served files are what is scored."""
+    facts = good_facts()
+    facts.production.model_key = "m-9"  # inspect resolved Production's files to run 9's model
+    checks, flags = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    by_id = {check.id: check for check in checks}
+    assert not by_id["best_is_production"].passed and "0.5900" in by_id["best_is_production"].message
+    assert not by_id["metrics_honest"].passed and flags == ["metrics_honest"]
+    assert (
+        "the Production model: logged rmse_test=0.5000 does NOT match the grader's 0.5900"
+        in by_id["metrics_honest"].message
+    )
+
+
+def test_a_ready_model_the_probe_cannot_load_is_no_model():
+    facts = good_facts()
+    facts.scores["m-4"] = ModelScore(False, "MlflowException: Could not find an 'MLmodel' configuration file")
+    check = next(check for check in score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)[0] if check.id == "run_models")
+    assert not check.passed and "1 of 10 runs" in check.message and "MLmodel" in check.message
+
+
+def test_a_fact_that_could_not_be_read_is_named_in_the_checks_that_need_it():
+    facts = good_facts(versions=[], unread=["where version 1's files are: MlflowException: Logged model m-1 not found"])
+    facts.production = None
+    checks = {check.id: check for check in score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)[0]}
+    assert checks["run_models"].passed and checks["runs"].passed
+    assert not checks["production_loads"].passed
