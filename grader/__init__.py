@@ -58,7 +58,7 @@ def grade_submission(
     sandbox_facts = {"isolated": None, "description": "unknown: the grader failed before choosing a sandbox"}
     notebook = None
     try:
-        result, notebook, sandbox_facts = _grade(path, rubric, student, folder, workdir, cpus)
+        result, notebook = _grade(path, rubric, student, folder, workdir, cpus, sandbox_facts)
     except Exception:
         message = ("the grader failed:\n" + traceback.format_exc())[-MESSAGE_CHARS:]
         result = _rejected(student, "error", message, rubric, sandbox_facts)
@@ -66,8 +66,9 @@ def grade_submission(
 
 
 def _grade(
-    path: Path, rubric: Rubric, student: str, folder: Path, workdir: Path, cpus: list[int] | None
-) -> tuple[Result, nbformat.NotebookNode | None, dict]:
+    path: Path, rubric: Rubric, student: str, folder: Path, workdir: Path, cpus: list[int] | None, sandbox_facts: dict
+) -> tuple[Result, nbformat.NotebookNode | None]:
+    """Grade; ``sandbox_facts`` is filled in as soon as the sandbox is chosen, for the row of a later failure."""
     _warm_up_in_background()
     probes = probe.service(rubric)  # one warm server per grading process; its imports overlap the notebook
     if folder.exists():
@@ -75,12 +76,12 @@ def _grade(
     workdir.mkdir(parents=True)
     cpus = cpus or sorted(_available_cpus())
     box = sandbox.create(dataclasses.replace(rubric.limits, cpu_threads=len(cpus)))
-    sandbox_facts = {"isolated": box.isolated, "description": box.description}
+    sandbox_facts.update(isolated=box.isolated, description=box.description)
     try:
         notebook_path = intake.stage(path, workdir, rubric)
         notebook = intake.read_notebook(notebook_path)
     except intake.Rejected as rejection:
-        return _rejected(student, rejection.status, rejection.message, rubric, sandbox_facts), None, sandbox_facts
+        return _rejected(student, rejection.status, rejection.message, rubric, sandbox_facts), None
 
     execution = _execute(notebook, workdir, box, rubric, cpus)
     facts = inspect.inspect_store(workdir, execution.notebook, rubric)
@@ -97,7 +98,7 @@ def _grade(
         sandbox_facts,
         facts.summary(rubric.rank_by),
     )
-    return result, execution.notebook, sandbox_facts
+    return result, execution.notebook
 
 
 def _rejected(student: str, status: str, message: str, rubric: Rubric, sandbox_facts: dict) -> Result:
