@@ -10,15 +10,21 @@ CAL_HOUSING_RAW ?= $(wildcard ../shared/datasets/california_housing/cal_housing.
 KIT_TRACKING_URI := sqlite:///$(CURDIR)/lessons/mlflow.db
 UI_PORT ?= 5000
 
-.PHONY: demo test lint format lab ui data venv system-deps clean
+.PHONY: demo test check lint format lab ui data venv system-deps clean
 
 demo: venv data
+	@bash scripts/system-deps.sh bubblewrap
 	$(BIN)/python -m coursekit.demo
 
 test: venv data system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# A student's self-check: the instructor's grader and rubric on one notebook (another: make check NOTEBOOK=PATH).
+NOTEBOOK ?= homework/homework-195.ipynb
+check: venv data
+	$(BIN)/python -m grader check "$(NOTEBOOK)"
 
 lint:
 	$(BIN)/ruff check --fix .

@@ -29,6 +29,7 @@ from grader.rubric import load as load_rubric
 __all__ = ["Result", "Rubric", "RubricError", "grade_submission", "load_rubric"]
 
 MESSAGE_CHARS = 4000
+SELF_CHECK_SANDBOX = "not used: you are checking your own code on your own machine, so no sandbox is needed"
 BACKGROUND_NICENESS = 19  # warm-up work runs only on CPU the notebook leaves idle
 
 
@@ -40,10 +41,13 @@ def grade_submission(
     cpus: list[int] | None = None,
     keep_artifacts: bool = False,
     student: str | None = None,
+    self_check: bool = False,
 ) -> Result:
     """Grade one submission into ``out/STUDENT/`` (a temporary folder if ``out`` is None) and return its Result.
 
-    ``cpus`` pins the student's code to those cores (all of the grader's by default). A failure of the grader
+    ``cpus`` pins the student's code to those cores (all of the grader's by default). ``self_check``: a student
+    grading their own notebook, on their own machine, needs no sandbox; without one, it is said calmly, not
+    flagged. A failure of the grader
     itself becomes status ``error`` with the traceback as message, and a report that cannot be written loses the
     report, not the row: one submission never stops a batch.
     """
@@ -58,7 +62,7 @@ def grade_submission(
     sandbox_facts = {"isolated": None, "description": "unknown: the grader failed before choosing a sandbox"}
     notebook = None
     try:
-        result, notebook = _grade(path, rubric, student, folder, workdir, cpus, sandbox_facts)
+        result, notebook = _grade(path, rubric, student, folder, workdir, cpus, sandbox_facts, self_check)
     except Exception:
         message = ("the grader failed:\n" + traceback.format_exc())[-MESSAGE_CHARS:]
         result = _rejected(student, "error", message, rubric, sandbox_facts)
@@ -66,7 +70,14 @@ def grade_submission(
 
 
 def _grade(
-    path: Path, rubric: Rubric, student: str, folder: Path, workdir: Path, cpus: list[int] | None, sandbox_facts: dict
+    path: Path,
+    rubric: Rubric,
+    student: str,
+    folder: Path,
+    workdir: Path,
+    cpus: list[int] | None,
+    sandbox_facts: dict,
+    self_check: bool,
 ) -> tuple[Result, nbformat.NotebookNode | None]:
     """Grade; ``sandbox_facts`` is filled in as soon as the sandbox is chosen, for the row of a later failure."""
     _warm_up_in_background()
@@ -77,6 +88,8 @@ def _grade(
     cpus = cpus or sorted(_available_cpus())
     box = sandbox.create(dataclasses.replace(rubric.limits, cpu_threads=len(cpus)))
     sandbox_facts.update(isolated=box.isolated, description=box.description)
+    if self_check and not box.isolated:
+        sandbox_facts.update(isolated=None, description=SELF_CHECK_SANDBOX)
     try:
         notebook_path = intake.stage(path, workdir, rubric)
         notebook = intake.read_notebook(notebook_path)

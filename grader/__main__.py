@@ -97,6 +97,29 @@ def summary_table(results: list[Result]) -> Table:
     return table
 
 
+def check_notebook(notebook: Path, rubric: Rubric, out: Path, console: Console) -> Result:
+    """A student's self-check: the instructor's pipeline and rubric on one notebook, every check with a hint."""
+    console.print(
+        f"Checking {notebook} against {rubric.path.name}: the notebook runs in a fresh folder, then its store..."
+    )
+    result = grade_submission(notebook, rubric, out, student=notebook.stem, self_check=True)
+    table = Table(title=f"Self-check of {notebook.name}", show_lines=True)
+    for column in ("check", "points", "found", "what to do"):
+        table.add_column(column, overflow="fold")
+    for check in result.checks:
+        mark = "[green]passed[/]" if check.passed else "[red]failed[/]"
+        hint = "" if check.passed else escape(check.hint or check.expected)
+        table.add_row(f"{check.id}\n{mark}", f"{check.points}/{check.max_points}", escape(check.message[:400]), hint)
+    console.print(table)
+    if result.status != "graded":
+        console.print(f"[red]{result.status}[/]: {escape(result.message[:500])}")
+    console.print(
+        f"[bold]Score: {result.score} / {result.max_score}[/] (self-check). The grade that counts is the one your "
+        f"instructor's grader gives. Details: {out / result.student / 'feedback.html'}"
+    )
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m grader", description="Autograder for the MLflow homework.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,9 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     grade.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the rubric's)")
     grade.add_argument("--keep-artifacts", action="store_true", help="keep each submission's MLflow store")
+    check = commands.add_parser("check", help="check your own homework notebook before handing it in")
+    check.add_argument("notebook", type=Path, help="e.g. homework/homework-195.ipynb")
+    check.add_argument("--rubric", type=Path, help="default: the homework's rubric beside the notebook")
+    check.add_argument("--out", type=Path, help="default: .self-check/ beside the notebook")
     args = parser.parse_args(argv)
 
     console = Console(stderr=True)
+    if args.command == "check":
+        return _check(args, console)
     try:
         rubric = load_rubric(args.rubric)
     except RubricError as error:
@@ -129,6 +158,27 @@ def main(argv: list[str] | None = None) -> int:
     grade_folder(args.submissions, rubric, args.out, args.jobs, args.keep_artifacts, console)
     print(args.out / "gradebook.csv")
     return 0
+
+
+def _check(args: argparse.Namespace, console: Console) -> int:
+    notebook = args.notebook
+    if not notebook.is_file():
+        console.print(f"[red]error:[/] {notebook} is not a notebook file")
+        return 2
+    try:
+        rubric = load_rubric(args.rubric or _rubric_beside(notebook))
+    except RubricError as error:
+        console.print(f"[red]error:[/] {error}")
+        return 2
+    check_notebook(notebook, rubric, args.out or notebook.resolve().parent / ".self-check", console)
+    return 0
+
+
+def _rubric_beside(notebook: Path) -> Path:
+    """NAME.rubric.toml for NAME.ipynb, in the notebook's folder or above it (homework/solution/NAME.ipynb)."""
+    folder = notebook.resolve().parent
+    candidates = [parent / f"{notebook.stem}.rubric.toml" for parent in (folder, *folder.parents)]
+    return next((candidate for candidate in candidates if candidate.is_file()), candidates[0])
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ class Check:
     max_points: int
     message: str
     expected: str = ""  # for the feedback: what passes, in the student's terms
+    hint: str = ""  # for the feedback: what to do about it, from the rubric
 
 
 @dataclass
@@ -36,5 +37,5 @@ class Result:
         data = asdict(self)
         del data["details"]
         for check in data["checks"]:
-            del check["expected"]
+            del check["expected"], check["hint"]
         return data

@@ -52,6 +52,7 @@ class Rubric:
     rmse_tolerance: float
     prediction_tolerance: float
     points: dict[str, int]
+    hints: dict[str, str]  # what to do when a check fails, for the student
     limits: Limits
     probe_seconds: int
     kept_bytes: int
@@ -122,6 +123,14 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     )
 
 
+def _hints(read: _Reader) -> dict[str, str]:
+    hints = read.get("hints", dict, default={})
+    unknown = sorted(set(hints) - set(CHECK_IDS))
+    if unknown:
+        raise read.fail("hints", f"names unknown checks {unknown}; the checks are {list(CHECK_IDS)}")
+    return {check: read.get(f"hints.{check}", str) for check in hints}
+
+
 def load(path: str | Path) -> Rubric:
     path = Path(path)
     try:
@@ -176,6 +185,7 @@ def load(path: str | Path) -> Rubric:
         rmse_tolerance=read.positive("tolerance.rmse", (int, float)),
         prediction_tolerance=read.positive("tolerance.prediction", (int, float)),
         points={check: read.get(f"points.{check}", int, default=0) for check in CHECK_IDS},
+        hints=_hints(read),
         limits=Limits(
             wall_seconds=wall_seconds,
             cell_seconds=min(read.positive("limits.cell_seconds"), wall_seconds),

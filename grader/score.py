@@ -52,7 +52,10 @@ def expectations(rubric: Rubric) -> dict[str, str]:
 
 def not_executed(rubric: Rubric, reason: str) -> list[Check]:
     expected = expectations(rubric)
-    return [Check(id, False, 0, rubric.points[id], f"not checked: {reason}", expected[id]) for id in CHECK_IDS]
+    return [
+        Check(id, False, 0, rubric.points[id], f"not checked: {reason}", expected[id], rubric.hints.get(id, ""))
+        for id in CHECK_IDS
+    ]
 
 
 def score(facts: Inspection, notebook: nbformat.NotebookNode, rubric: Rubric) -> tuple[list[Check], list[str]]:
@@ -71,7 +74,15 @@ def score(facts: Inspection, notebook: nbformat.NotebookNode, rubric: Rubric) ->
     }
     expected = expectations(rubric)
     checks = [
-        Check(id, passed, rubric.points[id] if passed else 0, rubric.points[id], message, expected[id])
+        Check(
+            id,
+            passed,
+            rubric.points[id] if passed else 0,
+            rubric.points[id],
+            message,
+            expected[id],
+            rubric.hints.get(id, ""),
+        )
         for id, (passed, message) in outcomes.items()
     ]
     return checks, ["metrics_honest"] if mismatch else []

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install the Debian packages the kit's tests use, when we can (root). Without root, say which tests will skip.
+# Install the Debian packages the kit uses, when we can (root): bubblewrap for the grader's sandbox, chromium for
+# the browser tests; or only those named as arguments. Without root, say what will be skipped.
 set -euo pipefail
-packages=(bubblewrap chromium)
+if [ $# -gt 0 ]; then packages=("$@"); else packages=(bubblewrap chromium); fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -12,5 +13,5 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
-  echo "NOTE: not root, so not installing ${missing[*]}; the tests that need them will be skipped (pytest -ra lists why)."
+  echo "NOTE: not root, so not installing ${missing[*]}: without bubblewrap the grader runs student code unsandboxed (and says so); the tests that need them are skipped (pytest -ra lists why)."
 fi
