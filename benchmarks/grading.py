@@ -8,6 +8,7 @@
     drift favours neither, and prints every round and the median ratio. --mixed adds the 8 sample submissions
     of homework/examples/, from complete to an early crash, where short broken notebooks weigh more
 (c) disk kept per graded submission                                         limit: the rubric's kept_bytes
+(d) a student's self-check of the reference ÷ executing it with plain nbclient  target ≤ 1.2
 
     .venv/bin/python benchmarks/grading.py [--repeat N] [--rounds N] [--skip-throughput] [--mixed]
 """
@@ -88,6 +89,11 @@ def grader_seconds(submissions: Path, out: Path, jobs: int) -> float:
     return timed([*argv, "--jobs", str(jobs)], cwd=REPO)
 
 
+def self_check_seconds(scratch: Path) -> float:
+    argv = [sys.executable, "-m", "grader", "check", str(REFERENCE), "--out", str(scratch / "self-check")]
+    return timed(argv, cwd=REPO)
+
+
 def kept_bytes(out: Path) -> dict[str, int]:
     return {
         folder.name: sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
@@ -113,13 +119,18 @@ def main() -> int:
         single.mkdir()
         shutil.copy(REFERENCE, single / "reference.ipynb")
         # Alternating the two, and keeping each one's fastest, takes out some of a busy machine's noise.
-        plain, graded = [], []
+        plain, graded, checked = [], [], []
         for attempt in range(args.repeat):
             plain.append(plain_nbclient_seconds(scratch, f"single-{attempt}"))
             graded.append(grader_seconds(single, scratch / "out-single", jobs=1))
+            checked.append(self_check_seconds(scratch))
         ratio = min(graded) / min(plain)
         print(f"(a) reference: grader {min(graded):.1f} s / plain nbclient {min(plain):.1f} s = {ratio:.2f}", end="")
         print(f"  (target <= 1.10; best of {args.repeat}; all: grader {_seconds(graded)}, plain {_seconds(plain)})")
+        print(
+            f"(d) self-check of the reference {min(checked):.1f} s / plain nbclient {min(plain):.1f} s = "
+            f"{min(checked) / min(plain):.2f}  (target <= 1.2; all: {_seconds(checked)})"
+        )
 
         out = scratch / "out-single"
         if not args.skip_throughput:

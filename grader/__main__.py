@@ -134,11 +134,16 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("notebook", type=Path, help="e.g. homework/homework-195.ipynb")
     check.add_argument("--rubric", type=Path, help="default: the homework's rubric beside the notebook")
     check.add_argument("--out", type=Path, help="default: .self-check/ beside the notebook")
+    release = commands.add_parser("release", help="write the student edition of the kit (no solutions)")
+    release.add_argument("folder", type=Path, help="e.g. release/ (emptied first)")
+    release.add_argument("--binder-repo", default=None, help="OWNER/NAME of the edition's public repository")
     args = parser.parse_args(argv)
 
     console = Console(stderr=True)
     if args.command == "check":
         return _check(args, console)
+    if args.command == "release":
+        return _release(args, console)
     try:
         rubric = load_rubric(args.rubric)
     except RubricError as error:
@@ -171,6 +176,18 @@ def _check(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[red]error:[/] {error}")
         return 2
     check_notebook(notebook, rubric, args.out or notebook.resolve().parent / ".self-check", console)
+    return 0
+
+
+def _release(args: argparse.Namespace, console: Console) -> int:
+    from grader import release
+
+    try:
+        files = release.build(args.folder, args.binder_repo or release.DEFAULT_BINDER_REPO)
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        return 2
+    console.print(f"Wrote the student edition, {len(files)} files, to {args.folder}: publish it as its own repository.")
     return 0
 
 
