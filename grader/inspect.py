@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import nbformat
 
@@ -46,7 +46,6 @@ MAX_TABLE_ROWS = 100_000
 # Every logged model is re-scored; past this many, the rest are left unverified (and so do not count).
 MAX_SCORED_MODELS = 200
 MAX_REFERENCE_HOPS = 5  # models:/NAME/VERSION may point at another models:/ URI; a chain this long is a loop
-PRODUCTION = "production"  # the probe label of the Production version's files, when no logged model has them
 _deadline = {"at": float("inf")}  # when the current store read must stop (monotonic clock)
 
 
@@ -79,7 +78,7 @@ class VersionFacts:
     stage: str
     aliases: list[str]
     location: str  # where load_model reads its files; empty when that could not be found out
-    model_key: str = ""  # the probe label of those files: a logged model's id, or PRODUCTION
+    model_key: str = ""  # the probe label of those files (made by the grader: never a name from the store)
 
 
 @dataclass
@@ -95,6 +94,7 @@ class Inspection:
     model_locations: dict[str, str] = field(default_factory=dict)  # logged model id -> where its files are
     outside: list[str] = field(default_factory=list)  # locations outside the working directory
     unscored: list[str] = field(default_factory=list)  # logged models past MAX_SCORED_MODELS
+    model_labels: dict[str, str] = field(default_factory=dict)  # logged model id -> its probe label
     scores: dict[str, ModelScore] = field(default_factory=dict)  # probe label -> the grader's re-scoring
 
     @property
@@ -103,7 +103,7 @@ class Inspection:
 
     def run_score(self, run: RunFacts) -> ModelScore | None:
         """The grader's score of the run's newest model that loaded and predicted, if any did."""
-        scored = [self.scores.get(model_id) for model_id in reversed(run.model_ids)]
+        scored = [self.scores.get(self.model_labels.get(model_id, "")) for model_id in reversed(run.model_ids)]
         return next((score for score in scored if score is not None and score.ok), None)
 
     @property
@@ -279,18 +279,19 @@ def _fresh_store_extras() -> frozenset[tuple[str, str, str]]:
 
 def models_to_score(facts: Inspection, workdir: Path) -> dict[str, tuple[Path, Path]]:
     """Every logged model of the experiment's runs and the Production version's files, as ``{label: (working
-    directory, model folder inside it)}`` for the probe; files that two labels share are loaded once."""
-    locations = {model_id: facts.model_locations[model_id] for run in facts.runs for model_id in run.model_ids}
-    if len(locations) > MAX_SCORED_MODELS:
-        kept = list(locations)[:MAX_SCORED_MODELS]
-        facts.unscored = list(locations)[MAX_SCORED_MODELS:]
-        locations = {model_id: locations[model_id] for model_id in kept}
+    directory, model folder inside it)}`` for the probe. Labels are the grader's own (``model-N``, one per
+    folder, so files that two names share are loaded once): an id from the store could be anything, even a
+    label the grader uses for something else."""
+    model_ids = [model_id for run in facts.runs for model_id in run.model_ids]
+    facts.unscored = model_ids[MAX_SCORED_MODELS:]
+    labels: dict[str, str] = {}  # location -> label
+    for model_id in model_ids[:MAX_SCORED_MODELS]:
+        location = facts.model_locations[model_id]
+        facts.model_labels[model_id] = labels.setdefault(location, f"model-{len(labels)}")
     production = facts.production
     if production and production.location and _inside(production.location, workdir.resolve()):
-        same = next((label for label, location in locations.items() if location == production.location), None)
-        production.model_key = same or PRODUCTION
-        locations.setdefault(production.model_key, production.location)
-    return {label: (workdir, Path(urlparse(location).path)) for label, location in locations.items()}
+        production.model_key = labels.setdefault(production.location, f"model-{len(labels)}")
+    return {label: (workdir, _local_path(location)) for location, label in labels.items()}
 
 
 class _FactReader:
@@ -460,10 +461,13 @@ def _run_facts(run, rubric: Rubric, model_ids: list[str], failed_models: int) ->
 
 
 def _inside(location: str, workdir: Path) -> bool:
+    return urlparse(location).scheme in ("", "file") and _local_path(location).resolve().is_relative_to(workdir)
+
+
+def _local_path(location: str) -> Path:
+    """A plain path, or a file: URI (whose path is percent-encoded), as a path."""
     parsed = urlparse(location)
-    if parsed.scheme not in ("", "file"):
-        return False
-    return Path(parsed.path).resolve().is_relative_to(workdir)
+    return Path(unquote(parsed.path) if parsed.scheme == "file" else location)
 
 
 def _where_mlflow_pointed(notebook: nbformat.NotebookNode) -> str:

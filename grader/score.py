@@ -73,6 +73,10 @@ def score(facts: Inspection, notebook: nbformat.NotebookNode, rubric: Rubric) ->
         "metrics_honest": (honest, honesty_message),
     }
     expected = expectations(rubric)
+    duplicates = _identical_models(facts)
+    if duplicates:  # points stay (each run has a model); the instructor sees that the models are one
+        passed, message = outcomes["run_models"]
+        outcomes["run_models"] = (passed, f"{message}; note: {duplicates}")
     checks = [
         Check(
             id,
@@ -85,7 +89,7 @@ def score(facts: Inspection, notebook: nbformat.NotebookNode, rubric: Rubric) ->
         )
         for id, (passed, message) in outcomes.items()
     ]
-    return checks, ["metrics_honest"] if mismatch else []
+    return checks, [flag for flag, raised in (("metrics_honest", mismatch), ("duplicate_models", duplicates)) if raised]
 
 
 def _experiment(facts: Inspection, rubric: Rubric) -> tuple[bool, str]:
@@ -123,6 +127,20 @@ def _run_models(facts: Inspection) -> tuple[bool, str]:
     )
     message = f"{len(lacking)} of {len(facts.runs)} runs have no model the grader could load: {listed}{outside}"
     return False, _with_unread(message, facts, "the experiment's logged models")
+
+
+def _identical_models(facts: Inspection) -> str:
+    """Runs whose models predict exactly the same numbers: one model logged several times, under other names."""
+    by_predictions: dict[tuple[float, ...], list[RunFacts]] = {}
+    for run in facts.runs:
+        score = facts.run_score(run)
+        if score is not None:
+            by_predictions.setdefault(tuple(score.predictions), []).append(run)
+    groups = [runs for runs in by_predictions.values() if len(runs) > 1]
+    if not groups:
+        return ""
+    listed = "; ".join(", ".join(_run_label(run) for run in runs[:LISTED_RUNS]) for runs in groups[:3])
+    return f"{sum(map(len, groups))} runs have models that predict exactly alike ({listed})"
 
 
 def _why_no_model(facts: Inspection, run: RunFacts) -> str:

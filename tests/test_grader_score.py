@@ -31,7 +31,9 @@ def run(number: int, rmse: float, **overrides) -> RunFacts:
     return RunFacts(**{**facts, **overrides})
 
 
-def scored(rmse: float, predictions=PREDICTIONS) -> ModelScore:
+def scored(rmse: float) -> ModelScore:
+    """A model's re-scoring; models of other rmse predict other numbers (rmse 0.5 predicts PREDICTIONS)."""
+    predictions = [value + rmse - 0.5 for value in PREDICTIONS]
     return ModelScore(True, "", rmse, 0.8, predictions[:5], predictions)
 
 
@@ -49,6 +51,8 @@ def good_facts(**overrides) -> Inspection:
         "registered": True,
         "versions": [VersionFacts("1", runs[0].run_id, "Production", [], "/work/mlruns/1/models/m-0/artifacts", "m-0")],
         "scores": honest_scores(runs),
+        # The probe labels are the model ids here, to keep the tests readable.
+        "model_labels": {model_id: model_id for each in runs for model_id in each.model_ids},
     }
     facts = {**facts, **overrides}
     inspection = Inspection(**facts)
@@ -283,3 +287,14 @@ def test_a_fact_that_could_not_be_read_is_named_in_the_checks_that_need_it():
     checks = {check.id: check for check in score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)[0]}
     assert checks["run_models"].passed and checks["runs"].passed
     assert not checks["production_loads"].passed
+
+
+def test_one_model_logged_under_every_run_keeps_its_points_but_raises_a_flag():
+    facts = good_facts()
+    same = scored(0.5)
+    facts.scores = {label: same for label in facts.scores}
+    facts.runs = [run(number, 0.5) for number in range(10)]
+    checks, flags = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    run_models = next(check for check in checks if check.id == "run_models")
+    assert run_models.passed and "10 runs have models that predict exactly alike" in run_models.message
+    assert flags == ["duplicate_models"]

@@ -80,8 +80,8 @@ def test_production_resolves_to_the_storage_location_that_load_model_serves(stor
     assert facts.production.version == "1" and facts.production.run_id == best_run
     assert facts.production.location == store.location(worst_model)
     labels = inspect.models_to_score(facts, store.workdir)
-    assert facts.production.model_key == worst_model  # its files are the worst model's, scored once
-    assert set(labels) == {best_model, worst_model}
+    assert facts.production.model_key == facts.model_labels[worst_model]  # the worst model's files, scored once
+    assert len(labels) == 2
 
 
 def test_a_dangling_logged_model_costs_only_its_own_version(store):
@@ -152,3 +152,19 @@ def test_a_slow_statement_is_interrupted_by_sqlite_itself(tmp_path, monkeypatch)
     forever = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) SELECT count(*) FROM n"
     with pytest.raises(TimeoutError), inspect._store_deadline(0.2), engine.connect() as connection:
         connection.execute(text(forever))
+
+
+def test_probe_labels_are_the_graders_own_whatever_the_store_calls_its_models(store):
+    """Labels never come from the store: a logged model id planted as "production" or "model-0" behind MLflow's
+    back cannot pose as the Production version's files, which here are a third folder."""
+    best_run, best_model = store.run_with_model(0.45)
+    store.run_with_model(0.90)
+    store.register(best_run, best_model)
+    with sqlite3.connect(store.workdir / "mlflow.db") as connection:
+        connection.execute("UPDATE model_versions SET storage_location = ?", (str(store.workdir / "elsewhere"),))
+    connection.close()
+    facts = store.read()
+    labels = inspect.models_to_score(facts, store.workdir)
+    production_folder = labels[facts.production.model_key][1]
+    assert production_folder == store.workdir / "elsewhere"
+    assert sorted(labels) == ["model-0", "model-1", "model-2"]
