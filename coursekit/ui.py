@@ -19,11 +19,22 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# The lessons' store; `make ui`, `make lab` and binder/start also say so through MLFLOW_TRACKING_URI.
+# The lessons' store; `make ui` also says so through MLFLOW_TRACKING_URI, Binder's proxy uses this default. (`make lab` sets nothing:
+# a lesson's kernel runs in lessons/, where MLflow's default sqlite:///mlflow.db is this same file.)
 KIT_STORE_URI = f"sqlite:///{REPO / 'lessons' / 'mlflow.db'}"
 LOOPBACK = "127.0.0.1"
+# `mlflow server` imports starlette.middleware.wsgi, and Starlette warns on that import that the module is deprecated
+# (a StarletteDeprecationWarning on every start). MLflow 3.17 imports it on purpose (mlflow/server/fastapi_app.py) and
+# nothing the kit or a learner does can change that, so the warning is noise here. This -W filter hides exactly that
+# message, raised from that one module, in the server's processes (uvicorn inherits the environment); every other
+# warning still shows. Remove it once MLflow stops importing the module.
+STARLETTE_WSGI_FILTER = "ignore:starlette.middleware.wsgi is deprecated::mlflow.server.fastapi_app"
 # Binder gives 1–2 GB: one uvicorn worker and no job runner keep the server at two processes (~0.4 GB).
-SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+SERVER_ENV = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    # After any filters of the user's own, so that theirs still apply and this one wins for its one message.
+    "PYTHONWARNINGS": ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), STARLETTE_WSGI_FILTER])),
+}
 # Pages that may POST to the proxied UI: the hubs of the mybinder.org federation. MLflow always accepts
 # localhost pages (JupyterLab on a laptop); another JupyterHub adds its origin through ORIGINS_ENV_VAR.
 BINDER_ORIGINS = (

@@ -1,15 +1,63 @@
 """Every lesson runs end to end offline with its default parameters, passes its own assert cells
 (papermill stops on the first failing cell) and prints no warning it does not explain."""
 
+import ast
+
+import nbformat
 import pytest
 
 from tests.notebooks import REPO, execute, unexplained_warnings
 
 LESSONS = sorted((REPO / "lessons").glob("[0-9][0-9]_*.ipynb"))
+HOMEWORK_SOLUTION = REPO / "homework" / "solution" / "homework-195.ipynb"
 
 
 def test_lessons_exist():
     assert len(LESSONS) >= 5, [lesson.name for lesson in LESSONS]
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.stem for lesson in LESSONS])
+def test_lesson_is_committed_without_outputs(lesson):
+    notebook = nbformat.read(lesson, as_version=4)
+    nbformat.validate(notebook)  # cell ids included
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert [cell.id for cell in code_cells if cell.outputs or cell.execution_count is not None] == []
+
+
+def log_model_calls(notebook_path) -> list[tuple[str, set[str]]]:
+    """(flavor, keyword arguments) of every ``mlflow.<flavor>.log_model(...)`` call in the notebook's code."""
+    calls = []
+    for cell in nbformat.read(notebook_path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "log_model":
+                flavor = node.func.value.attr if isinstance(node.func.value, ast.Attribute) else "?"
+                calls.append((flavor, {keyword.arg for keyword in node.keywords}))
+    return calls
+
+
+def test_lessons_show_every_log_model_the_homework_uses():
+    """A student meets each flavor's log_model in a lesson, with a signature, an input example and its requirements."""
+    homework = {flavor for flavor, _ in log_model_calls(HOMEWORK_SOLUTION)}
+    shown = {
+        flavor
+        for lesson in LESSONS
+        for flavor, keywords in log_model_calls(lesson)
+        if {"name", "signature", "input_example", "pip_requirements"} <= keywords
+    }
+    assert homework - shown == set()
+
+
+def test_every_lesson_log_model_names_its_requirements():
+    """Without pip_requirements, each log_model spends seconds inferring them: the lessons never make it."""
+    missing = [
+        f"{lesson.stem}: mlflow.{flavor}.log_model"
+        for lesson in LESSONS
+        for flavor, keywords in log_model_calls(lesson)
+        if "pip_requirements" not in keywords
+    ]
+    assert missing == []
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ import websocket
 from mlflow import MlflowClient
 
 from coursekit import ui
-from tests.notebooks import REPO, execute
+from tests.notebooks import REPO, WARNING_PATTERN, execute
 
 SOLUTION = REPO / "homework" / "solution" / "homework-195.ipynb"
 ARTIFACTS = REPO / "test-artifacts"
@@ -135,6 +135,133 @@ def test_local_ui_serves_the_store_and_stops_completely(tmp_path):
         returncodes = {stop: launcher.wait(timeout=30) for stop, launcher in launchers.items()}
     assert returncodes == {stop: 128 + stop for stop in launchers}
     assert [lingering(server) for server in servers.values()] == [[], []]
+    # What a learner sees in the terminal of `make ui` until the URL: no warning or deprecation notice (Starlette's
+    # is filtered). Later lines answer this test's own requests, the refused cross-origin one included.
+    outputs = {stop: (tmp_path / f"ui-{stop.name}.out").read_text() for stop in launchers}
+    start_up = {stop: output.split("MLflow UI for")[0].splitlines() for stop, output in outputs.items()}
+    assert {stop: [line for line in lines if WARNING_PATTERN.search(line)] for stop, lines in start_up.items()} == {
+        stop: [] for stop in launchers
+    }
+
+
+def test_server_filter_hides_only_starlettes_wsgi_notice(tmp_path):
+    """ui.SERVER_ENV's warning filter: that one message, from MLflow's server module; nothing else."""
+    message = "starlette.middleware.wsgi is deprecated and will be removed in a future release."
+    script = tmp_path / "warn.py"
+    script.write_text(
+        "import warnings\n"
+        "def warn_from(module, message):\n"
+        "    exec('import warnings; warnings.warn(MESSAGE, UserWarning)', {'__name__': module, 'MESSAGE': message})\n"
+        f"warn_from('mlflow.server.fastapi_app', {message!r})\n"
+        "warn_from('mlflow.server.fastapi_app', 'another warning of the server')\n"
+        f"warn_from('some_other_module', {message!r})\n"
+    )
+    env = {**os.environ, "PYTHONWARNINGS": ui.SERVER_ENV["PYTHONWARNINGS"]}
+    shown = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, check=True).stderr
+    assert [line.split(": ", 1)[1] for line in shown.splitlines()] == [
+        "UserWarning: another warning of the server",
+        f"UserWarning: {message}",
+    ]
+
+
+# ---------------------------------------------------------------- make lab: JupyterLab on the whole kit
+
+
+def execute_in_kernel(base_url: str, token: str, notebook: str, code: str) -> str:
+    """Start a kernel for ``notebook`` as JupyterLab does when it opens it, run ``code``, return its stdout."""
+    headers = {"Authorization": f"token {token}", "Content-Type": "application/json"}
+    body = {"path": notebook, "type": "notebook", "name": "", "kernel": {"name": "python3"}}
+    status, _, reply = fetch(f"{base_url}/api/sessions", headers, json.dumps(body).encode(), timeout=60)
+    assert status == 201, reply[:300]
+    session = json.loads(reply)
+    try:
+        channels = websocket.create_connection(
+            f"ws{base_url.removeprefix('http')}/api/kernels/{session['kernel']['id']}/channels",
+            header=[f"Authorization: token {token}"],
+            timeout=60,
+        )
+        request_id = secrets.token_hex(16)
+        channels.send(
+            json.dumps(
+                {
+                    "header": {"msg_id": request_id, "msg_type": "execute_request", "username": "", "version": "5.3",
+                               "session": secrets.token_hex(16)},
+                    "parent_header": {}, "metadata": {}, "channel": "shell",
+                    "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                                "allow_stdin": False, "stop_on_error": True},
+                }
+            )
+        )  # fmt: skip
+        printed = []
+        while True:
+            message = json.loads(channels.recv())
+            if message["parent_header"].get("msg_id") != request_id:
+                continue
+            if message["msg_type"] == "stream":
+                printed.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                printed.append(f"{message['content']['ename']}: {message['content']['evalue']}")
+            elif message["msg_type"] == "status" and message["content"]["execution_state"] == "idle":
+                break
+        channels.close()
+        return "".join(printed)
+    finally:
+        request = urllib.request.Request(f"{base_url}/api/sessions/{session['id']}", headers=headers, method="DELETE")
+        urllib.request.urlopen(request, timeout=60).close()  # shuts the kernel down
+
+
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+
+
+@needs_make
+def test_make_lab_adds_allow_root_only_as_root():
+    dry_run = subprocess.run(["make", "-n", "lab"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert ("--allow-root" in dry_run) == (os.geteuid() == 0), dry_run
+
+
+@needs_make
+def test_make_lab_serves_the_kit_and_each_notebook_logs_beside_itself(tmp_path):
+    """`make lab` as a learner runs it: lessons/ and homework/ both reachable, lesson 01 first, and every kernel
+    on MLflow's default store of its own folder, even when the shell has MLFLOW_TRACKING_URI set."""
+    port, token = free_port(), secrets.token_hex(16)
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"open_browser": False}}))
+    env = {
+        **os.environ,
+        "JUPYTER_PORT": str(port),
+        "JUPYTER_PORT_RETRIES": "0",  # fail rather than move to a port this test does not know
+        "JUPYTER_TOKEN": token,
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'elsewhere.db'}",  # left over in a learner's shell
+    }
+    log = tmp_path / "lab.log"
+    with log.open("w") as output:
+        lab = subprocess.Popen(["make", "lab"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+                               start_new_session=True)  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    server = Jupyter(port, token, lab)
+    try:
+        assert answers(server, timeout=120), log.read_text()[-3000:]
+        processes = psutil.Process(lab.pid).children(recursive=True)
+        request = urllib.request.Request(f"{base_url}/", headers={"Authorization": f"token {token}"})
+        with pytest.raises(urllib.error.HTTPError) as redirect:
+            urllib.request.build_opener(NoRedirect).open(request, timeout=30)
+        assert redirect.value.headers["Location"].split("?")[0].endswith("/lab/tree/lessons/01_tracking.ipynb")
+        assert f"{port}/lab/tree/lessons/01_tracking.ipynb?token=" in log.read_text()  # the URL printed to open
+        status, _, listing = server.request("api/contents")
+        assert status == 200
+        assert {"lessons", "homework"} <= {entry["name"] for entry in json.loads(listing)["content"]}
+
+        code = "import os, mlflow\nprint(os.getcwd(), mlflow.get_tracking_uri(), os.environ.get('MLFLOW_TRACKING_URI'))"
+        for notebook in ("lessons/01_tracking.ipynb", "homework/homework-195.ipynb"):
+            folder = REPO / Path(notebook).parent
+            expected = f"{folder} sqlite:///{folder / 'mlflow.db'} None"
+            assert execute_in_kernel(base_url, token, notebook, code).strip() == expected, notebook
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)  # as a closed terminal would: make and the server
+        lab.wait(timeout=60)
+    assert lingering(processes) == []
 
 
 # ---------------------------------------------------------------- behind jupyter-server-proxy, as on Binder
