@@ -9,6 +9,7 @@ store) → probe (load its models in the sandbox and re-score them) → score (t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -81,9 +82,11 @@ def _grade(
 ) -> tuple[Result, nbformat.NotebookNode | None]:
     """Grade; ``sandbox_facts`` is filled in as soon as the sandbox is chosen, for the row of a later failure."""
     _warm_up_in_background()
+    # Here, not in the niced warm-up thread: the runner, and the kernel it starts, would inherit its niceness.
+    execute.warm_up()
     probes = probe.service(rubric)  # one warm server per grading process; its imports overlap the notebook
     if folder.exists():
-        shutil.rmtree(folder)  # re-grading starts from nothing
+        sandbox.remove_tree(folder)  # re-grading starts from nothing
     workdir.mkdir(parents=True)
     cpus = cpus or sorted(_available_cpus())
     box = sandbox.create(dataclasses.replace(rubric.limits, cpu_threads=len(cpus)))
@@ -138,7 +141,8 @@ def _finish(result: Result, notebook, folder: Path, workdir: Path, rubric: Rubri
         result.message = f"{result.message} The feedback could not be written: {type(error).__name__}: {error}"
         result.message = result.message.strip()[-MESSAGE_CHARS:]
     if not keep:
-        report.discard_artifacts(workdir)
+        with contextlib.suppress(OSError):  # a working folder that cannot be removed costs disk, not the row
+            report.discard_artifacts(workdir)
     return result
 
 

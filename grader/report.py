@@ -12,13 +12,13 @@ import csv
 import io
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
 import jinja2
 import nbformat
 
+from grader import sandbox
 from grader.result import Result
 from grader.rubric import CHECK_IDS, Rubric
 
@@ -76,7 +76,7 @@ def write_submission(result: Result, notebook: nbformat.NotebookNode | None, fol
 
 def discard_artifacts(workdir: Path) -> None:
     """The working directory holds the store and models: heavy, and rebuilt by re-grading."""
-    shutil.rmtree(workdir, ignore_errors=True)
+    sandbox.remove_tree(workdir)  # student code may have nested folders too deep for shutil.rmtree
 
 
 def write_gradebook(results: list[Result], out: Path) -> Path:

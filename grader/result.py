@@ -19,7 +19,7 @@ class Check:
 @dataclass
 class Result:
     student: str
-    # graded, error (a cell raised), timeout, kernel_died, invalid_notebook, missing_notebook or unsafe_archive
+    # graded, error (a cell raised), timeout, kernel_died, invalid_notebook, missing_notebook, unsafe_archive, too_large
     status: str
     score: int = 0
     max_score: int = 0

@@ -58,6 +58,11 @@ class Rubric:
     kept_bytes: int
     archive_bytes: int
     archive_members: int
+    # Checked at intake, before anything is copied or parsed: a folder's files and folders, and its apparent
+    # bytes (or a zip's own size); a notebook's bytes.
+    submission_files: int
+    submission_bytes: int
+    notebook_bytes: int
 
     @property
     def max_score(self) -> int:
@@ -197,4 +202,7 @@ def load(path: str | Path) -> Rubric:
         kept_bytes=read.positive("limits.kept_bytes"),
         archive_bytes=read.positive("limits.archive_bytes"),
         archive_members=read.positive("limits.archive_members"),
+        submission_files=read.positive("limits.submission_files"),
+        submission_bytes=read.positive("limits.submission_bytes"),
+        notebook_bytes=read.positive("limits.notebook_bytes"),
     )

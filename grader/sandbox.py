@@ -5,7 +5,8 @@ Contract used by the execute and inspect stages:
     sandbox.prepare(workdir)                  # before anything runs in workdir
     argv = sandbox.command(argv, workdir)     # launch this instead of argv, with cwd=workdir,
                                               #   env=sandbox.environment(workdir), start_new_session=True;
-                                              #   read_only=(folder, ...) shows more folders, unwritable
+                                              #   read_only=(folder, ...) shows more folders, unwritable;
+                                              #   writable=(folder, ...) shows more, writable, at the same path
     sandbox.cleanup(workdir)                  # after killing the process group: ends any straggler
     sandbox.isolated / sandbox.description    # reported in every result, loudly when not isolated
 
@@ -17,7 +18,9 @@ bwrap, or when its self-test fails, the same limits apply to a plain process and
 ``GRADER_SANDBOX=off|auto|bwrap`` forces the choice (``bwrap`` refuses to fall back).
 
 The same file is the entry point inside the sandbox: ``python -I -S sandbox.py CONFIG ARGV...`` hands the working
-directory to the sandbox uid, sets resource limits, drops privileges, runs ARGV and enforces the wall clock.
+directory to the sandbox uid, sets resource limits, drops privileges, runs ARGV and enforces the wall clock. It
+ignores SIGINT itself (ARGV still gets it): an interrupt meant for the student's program must not end, or print a
+traceback from, the process that supervises it.
 Only the standard library may be imported at module level, because that entry runs with ``-S`` for speed.
 """
 
@@ -85,8 +88,10 @@ class Sandbox:
         workdir.mkdir(parents=True, exist_ok=True)
         self._scratch(workdir).mkdir(exist_ok=True)
 
-    def command(self, argv: list[str], workdir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
-        return self._entry(argv, workdir, uid=None, own_namespace=False)
+    def command(
+        self, argv: list[str], workdir: Path, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = ()
+    ) -> list[str]:
+        return self._entry(argv, (workdir, *writable), uid=None, own_namespace=False)
 
     def environment(self, workdir: Path) -> dict[str, str]:
         """A fresh environment: nothing of the grader's (tokens, credentials) leaks into student code."""
@@ -121,13 +126,13 @@ class Sandbox:
         # Not the shared /tmp: a startup file one student drops in $IPYTHONDIR would run in the next one's kernel.
         return workdir / ".scratch"
 
-    def _entry(self, argv: list[str], workdir: Path, uid: int | None, own_namespace: bool) -> list[str]:
+    def _entry(self, argv: list[str], writable: tuple[Path, ...], uid: int | None, own_namespace: bool) -> list[str]:
         limits = self.limits
         # The pipeline's own timeouts fire first; the sandbox's wall clock is the backstop for what they miss.
         grace = min(30, max(5, limits.wall_seconds // 10))
         config = {
             "uid": uid,
-            "workdir": str(workdir),
+            "writable": [str(folder) for folder in writable],
             "own_namespace": own_namespace,
             "wall_seconds": limits.wall_seconds + grace,
             "rlimits": {
@@ -166,10 +171,12 @@ class BubblewrapSandbox(Sandbox):
             _chown_tree(workdir, uid)
             workdir.chmod(0o700)
 
-    def command(self, argv: list[str], workdir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
+    def command(
+        self, argv: list[str], workdir: Path, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = ()
+    ) -> list[str]:
         uid = sandbox_uid(workdir) if self.as_root else None
-        entry = self._entry(argv, workdir, uid=uid, own_namespace=True)
-        return [*self._bwrap_argv(workdir, read_only), "--", *entry]
+        entry = self._entry(argv, (workdir, *writable), uid=uid, own_namespace=True)
+        return [*self._bwrap_argv(workdir, read_only, writable), "--", *entry]
 
     def _data_home(self) -> str:
         return SANDBOX_DATA_HOME
@@ -181,7 +188,9 @@ class BubblewrapSandbox(Sandbox):
         uid = sandbox_uid(workdir)
         _kill_matching(lambda pid: (self.as_root and _uid_of(pid) == uid) or _environ_has_marker(pid, workdir))
 
-    def _bwrap_argv(self, workdir: Path, read_only: tuple[Path, ...] = ()) -> list[str]:
+    def _bwrap_argv(
+        self, workdir: Path, read_only: tuple[Path, ...] = (), writable: tuple[Path, ...] = ()
+    ) -> list[str]:
         tmpfs = str(TMPFS_MB * 2**20)
         args = [self.bwrap, "--die-with-parent", "--new-session"]
         args += ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
@@ -205,7 +214,8 @@ class BubblewrapSandbox(Sandbox):
         data_home = host_data_home()
         if data_home.is_dir():
             args += ["--ro-bind", str(data_home), SANDBOX_DATA_HOME]
-        args += ["--bind", str(workdir), str(workdir)]
+        for path in (workdir, *writable):
+            args += ["--bind", str(path), str(path)]
         for path in read_only:
             args += ["--ro-bind", str(path), str(path)]
         args += _open_parent_directories(args)
@@ -234,6 +244,19 @@ def sandbox_uid(workdir: Path) -> int:
     """The uid student code for ``workdir`` runs as (when the grader is root): the same for its kernel and probe,
     and different for two submissions graded at once (but for a 1 in 100,000 hash collision)."""
     return UID_BASE + zlib.crc32(str(workdir.resolve()).encode()) % UID_SPAN
+
+
+def remove_tree(folder: Path) -> None:
+    """Remove a folder student code could write in, however deep it nested it, never following a link: coreutils'
+    rm does both, where shutil.rmtree on Python 3.11 recurses and, even with ignore_errors, fails with a
+    RecursionError past about 1,000 levels (a notebook makes those with os.mkdir and os.chdir in a loop)."""
+    subprocess.run(
+        ["rm", "-rf", "--one-file-system", "--", str(folder)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
 
 
 def host_data_home() -> Path:
@@ -309,13 +332,17 @@ def _python_roots() -> list[Path]:
 
 
 def _chown_tree(root: Path, uid: int) -> None:
-    """Give the sandbox uid what the grader put in its workdir; never follows a link."""
+    """Give the sandbox uid what the grader put in a folder of its own; never follows a link. A loop, not
+    os.walk, which recurses on Python 3.11: a folder can be nested deeper than the recursion limit."""
     os.lchown(root, uid, uid)
-    for directory, subdirectories, files in os.walk(root):
-        for name in subdirectories + files:
-            path = os.path.join(directory, name)
-            if os.lstat(path).st_uid != uid:
-                os.lchown(path, uid, uid)
+    folders = [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.stat(follow_symlinks=False).st_uid != uid:
+                    os.lchown(entry.path, uid, uid)
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
 
 
 def _environ_has_marker(pid: int, workdir: Path) -> bool:
@@ -352,11 +379,11 @@ def _kill_matching(matches) -> None:
 def _enter(config: dict, argv: list[str]) -> int:
     import resource
 
-    workdir = Path(config["workdir"])
     uid = config["uid"]
     if uid is not None:
         # Files the grader wrote after prepare() (the kernel's connection file) must be readable by the student.
-        _chown_tree(workdir, uid)
+        for folder in config["writable"]:
+            _chown_tree(Path(folder), uid)
     for name, value in config["rlimits"].items():
         kind = getattr(resource, name)
         hard = resource.getrlimit(kind)[1]
@@ -364,9 +391,12 @@ def _enter(config: dict, argv: list[str]) -> int:
         resource.setrlimit(kind, (limit, limit))
     if uid is not None:
         _drop_privileges(uid)
+    # Before the fork, so that no SIGINT can arrive in between; the child's program gets the default back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     child = os.fork()
     if child == 0:
         try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execvp(argv[0], argv)
         except OSError as error:
             sys.stderr.write(f"grader sandbox: cannot run {argv[0]}: {error}\n")

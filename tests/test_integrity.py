@@ -7,11 +7,14 @@ suite's small rubric (two runs suffice). Each asserts its status, every check, i
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -160,6 +163,19 @@ promote(linear_model)""",
         ),
         failing=frozenset({"run_models"}),  # the ridge run's model is gone; Production works
     ),
+    # 6. Folders nested deeper than shutil.rmtree can recurse, left in the working folder to crash its removal.
+    "deep-folders": Sample(
+        (
+            TWO_RUNS,
+            """import os
+top = os.getcwd()
+for _ in range(1500):
+    os.mkdir("d")
+    os.chdir("d")
+os.chdir(top)""",
+            PREDICT,
+        ),
+    ),
 }
 # 7. A submission named like the grader's own output.
 RESERVED = "gradebook.csv"
@@ -192,6 +208,7 @@ class Graded:
     out: Path
     completed: subprocess.CompletedProcess
     rows: dict[str, dict]
+    peak_bytes: int  # the grader process's own peak resident memory
 
     def result(self, student: str) -> dict:
         return json.loads((self.out / student / "result.json").read_text())
@@ -209,10 +226,31 @@ def graded(tmp_path_factory) -> Graded:
     nbformat.write(notebook_of(SAMPLES_2["honest-control"]), submissions / RESERVED / "homework-195.ipynb")
     command = [sys.executable, "-m", "grader", "grade", str(submissions), "--rubric", str(make_rubric(root))]
     command += ["--out", str(out), "--jobs", "2", "--timeout", "120"]
-    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    completed, peak = run_watching_memory(command)
     with (out / "gradebook.csv").open() as stream:
         rows = {row["student"]: row for row in csv.DictReader(stream)}
-    return Graded(out, completed, rows)
+    return Graded(out, completed, rows, peak)
+
+
+def run_watching_memory(command: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """Run the grader; return how it ended and its own peak resident memory (VmHWM), read just before it exits."""
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+
+    def watch() -> None:
+        nonlocal peak
+        while process.poll() is None:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                line = next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+                peak = max(peak, int(line.split()[1]) * 1024)
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    stdout, stderr = process.communicate(timeout=900)
+    watcher.join()
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr), peak
 
 
 def test_the_batch_finishes_with_a_row_for_everyone(graded):
@@ -238,6 +276,10 @@ def test_feedback_says_both_numbers_when_logged_and_rescored_disagree(graded):
     checks = {check["id"]: check["message"] for check in graded.result("lies-on-other-runs")["checks"]}
     assert "re-scoring disagrees" in checks["best_is_production"]
     assert "does NOT match" in checks["metrics_honest"] and "decision_tree" in checks["metrics_honest"]
+
+
+def test_the_grader_stays_under_a_gigabyte(graded):
+    assert 0 < graded.peak_bytes < 2**30, graded.peak_bytes
 
 
 def test_a_submission_named_like_the_gradebook_gets_a_row_not_the_gradebook(graded):

@@ -266,6 +266,79 @@ def test_kernel_over_ipc_inside_the_sandbox(isolated, tmp_path):
         isolated.cleanup(tmp_path)
 
 
+@pytest.mark.parametrize("choice", ["auto", "off"])
+def test_an_interrupt_reaches_the_program_not_its_supervisor(monkeypatch, tmp_path, choice):
+    # A SIGINT to the process group (jupyter_client's signal interrupts) made the entry print a KeyboardInterrupt
+    # traceback from os.waitpid and leave its program unsupervised.
+    monkeypatch.setenv("GRADER_SANDBOX", choice)
+    box = create(SMALL)
+    box.prepare(tmp_path)
+    program = textwrap.dedent(
+        """
+        import time
+        try:
+            print("started", flush=True)
+            time.sleep(30)
+        except KeyboardInterrupt:
+            print("ok")
+        """
+    )
+    process = subprocess.Popen(
+        box.command([sys.executable, "-c", program], tmp_path),
+        cwd=tmp_path,
+        env=box.environment(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout.readline().strip() == "started"
+    entry = next(pid for pid in _descendants(process.pid) if _argv(pid)[:3] == [sys.executable, "-I", "-S"])
+    os.killpg(os.getpgid(entry), signal.SIGINT)  # the entry's group: the entry and the program it runs
+    out, err = process.communicate(timeout=30)
+    assert out.strip() == "ok", (out, err, process.returncode)
+    assert "Traceback" not in err and process.returncode == 0
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (bwrap's init and the entry run under the launched bwrap)."""
+    found, pending = [], [pid]
+    while pending:
+        parent = pending.pop()
+        found.append(parent)
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            pending += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    except OSError:
+        return []
+
+
+def test_remove_tree_removes_any_depth_and_follows_no_link(tmp_path):
+    # A notebook nests folders past the recursion limit with os.mkdir and os.chdir; shutil.rmtree then raises.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "kept.txt").write_text("not the student's")
+    root = tmp_path / "student"
+    root.mkdir()
+    (root / "link").symlink_to(outside)
+    here = os.getcwd()
+    try:
+        os.chdir(root)
+        for _ in range(1500):
+            os.mkdir("a")
+            os.chdir("a")
+    finally:
+        os.chdir(here)
+    sandbox_module.remove_tree(root)
+    assert not root.exists()
+    assert (outside / "kept.txt").read_text() == "not the student's"
+
+
 # --- without bubblewrap: the fallback is loud and still limits ------------------------------------------------
 
 
