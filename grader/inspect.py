@@ -101,10 +101,14 @@ class Inspection:
     def best(self) -> RunFacts | None:
         return self.runs[0] if self.runs else None
 
+    def run_scores(self, run: RunFacts) -> list[ModelScore]:
+        """The grader's scores of the run's models that loaded and predicted, newest first."""
+        scored = [self.scores.get(self.model_labels.get(model_id, "")) for model_id in reversed(run.model_ids)]
+        return [score for score in scored if score is not None and score.ok]
+
     def run_score(self, run: RunFacts) -> ModelScore | None:
         """The grader's score of the run's newest model that loaded and predicted, if any did."""
-        scored = [self.scores.get(self.model_labels.get(model_id, "")) for model_id in reversed(run.model_ids)]
-        return next((score for score in scored if score is not None and score.ok), None)
+        return next(iter(self.run_scores(run)), None)
 
     @property
     def production_score(self) -> ModelScore | None:

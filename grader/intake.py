@@ -50,12 +50,13 @@ def find_submissions(folder: Path) -> list[Submission]:
         for entry in folder.iterdir()
         if not entry.name.startswith(".") and (entry.is_dir() or entry.suffix.lower() in SUBMISSION_SUFFIXES)
     ]
-    stems = [student_name(entry) for entry in entries]
-    # Two entries for one name (alice.ipynb and alice.zip) stay apart under their full file names.
-    submissions = [
-        Submission(entry.name if stems.count(stem) > 1 else stem, entry)
-        for entry, stem in zip(entries, stems, strict=True)
-    ]
+    # Two entries for one name (alice.ipynb and alice.zip) stay apart under their full file names; so does one
+    # whose name is another's full file name (alice.zip.ipynb beside those two). Full names are unique in a folder,
+    # so this ends.
+    names = [student_name(entry) for entry in entries]
+    while len(set(names)) < len(names):
+        names = [entry.name if names.count(name) > 1 else name for entry, name in zip(entries, names, strict=True)]
+    submissions = [Submission(name, entry) for entry, name in zip(entries, names, strict=True)]
     return sorted(submissions, key=lambda submission: submission.student)
 
 

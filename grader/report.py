@@ -69,7 +69,7 @@ def write_submission(result: Result, notebook: nbformat.NotebookNode | None, fol
         executed = None
         page = _feedback(result, rubric, plot, notes)
     (folder / "result.json").write_text(summary)
-    (folder / "feedback.html").write_text(page)
+    (folder / "feedback.html").write_text(page, errors="backslashreplace")
     if executed is not None:
         (folder / executed_notebook_name(result.student)).write_text(executed)
 
@@ -84,17 +84,23 @@ def write_gradebook(results: list[Result], out: Path) -> Path:
     path = out / GRADEBOOK
     descriptor, partial = tempfile.mkstemp(prefix=".gradebook-", suffix=".csv", dir=out)
     try:
-        with os.fdopen(descriptor, "w", newline="") as stream:
+        # A file name need not be valid UTF-8: its undecodable bytes are written as escapes, never a crash.
+        with os.fdopen(descriptor, "w", newline="", encoding="utf-8", errors="backslashreplace") as stream:
             writer = csv.writer(stream)
             writer.writerow(GRADEBOOK_COLUMNS)
             for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
-                row = [result.student, result.status, result.score, result.max_score]
+                row = [_spreadsheet_safe(result.student), result.status, result.score, result.max_score]
                 writer.writerow(row + [result.points(check) for check in CHECK_IDS] + [" ".join(result.flags)])
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
     return path
+
+
+def _spreadsheet_safe(text: str) -> str:
+    """A name a spreadsheet would run as a formula (=, +, -, @ first) gets a leading quote, as OWASP advises."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _feedback(result: Result, rubric: Rubric, plot: str | None, notes: list[str]) -> str:

@@ -27,6 +27,8 @@ NUMBER = re.compile(r"[-+]?\d*\.\d+(?:[eE][-+]?\d+)?")
 # tests/test_grader_score.py).
 COARSEST_RESOLUTION = Decimal("0.01")
 LISTED_RUNS = 5
+MESSAGE_CHARS = 2000  # of a check's message: what the store says (names, aliases) is the student's to inflate
+SHOWN_CHARS = 60  # of a run's name or model_type in a message
 
 
 def expectations(rubric: Rubric) -> dict[str, str]:
@@ -155,10 +157,7 @@ def _why_no_model(facts: Inspection, run: RunFacts) -> str:
 def _registered(facts: Inspection, rubric: Rubric) -> tuple[bool, str]:
     if not facts.registered:
         return False, _unread(facts, "the registered model") or f"no registered model named '{rubric.registered_model}'"
-    versions = ", ".join(
-        f"v{version.version} ({version.stage}{''.join(' @' + alias for alias in version.aliases)})"
-        for version in facts.versions
-    )
+    versions = ", ".join(_version_label(version) for version in facts.versions[-10:])
     if facts.production is None:
         message = f"'{rubric.registered_model}' has no version in {rubric.production_label}; versions: {versions}"
         return False, _with_unread(message, facts, "which version", "the versions")
@@ -175,7 +174,11 @@ def _best_is_production(facts: Inspection, rubric: Rubric) -> tuple[bool, str]:
     if production is None:
         return False, f"{found}, but no version is in {rubric.production_label}"
     production_run = next((run for run in facts.runs if run.run_id == production.run_id), None)
-    if production_run is not best:
+    # search_runs orders a tie arbitrarily: a Production run as good as the top one is the top one.
+    tied = production_run is not None and math.isclose(
+        production_run.metrics.get(rubric.rank_by, math.inf), best.metrics[rubric.rank_by], rel_tol=0, abs_tol=1e-9
+    )
+    if production_run is not best and not tied:
         where = _run_label(production_run) if production_run else f"{production.run_id} (not a run of the experiment)"
         if production_run and rubric.rank_by in production_run.metrics:
             where += f" with {rubric.rank_by}={production_run.metrics[rubric.rank_by]:.4f}"
@@ -186,8 +189,11 @@ def _best_is_production(facts: Inspection, rubric: Rubric) -> tuple[bool, str]:
             f"{found} and version {production.version} comes from it, but the grader could not re-score the "
             "Production model to confirm it"
         )
-    rescored = [(facts.run_score(run), run) for run in facts.runs]
-    better = min(((score.rmse, run) for score, run in rescored if score), key=lambda pair: pair[0], default=None)
+    better = min(
+        ((score.rmse, run) for run in facts.runs for score in facts.run_scores(run)),
+        key=lambda pair: pair[0],
+        default=None,
+    )
     if better and better[0] < served.rmse - rubric.rmse_tolerance:
         return False, (
             f"{found}, but the grader's re-scoring disagrees: the Production model scores rmse={served.rmse:.4f} "
@@ -249,7 +255,9 @@ def _final_prediction(facts: Inspection, notebook: nbformat.NotebookNode, rubric
 def _metrics_honest(facts: Inspection, rubric: Rubric) -> tuple[bool, str, bool]:
     """(passed, message, mismatch): every run whose model the grader re-scored, and the Production model as
     served; nothing re-scorable fails without claiming dishonesty."""
-    compared = [(_run_label(run), run, facts.run_score(run)) for run in facts.runs]
+    # A run may have logged several models (say, a baseline beside the one it registered): its metric is honest
+    # if it is one of theirs.
+    compared = [(_run_label(run), run, _closest(run, facts.run_scores(run), rubric)) for run in facts.runs]
     production_run = next(
         (run for run in facts.runs if facts.production and run.run_id == facts.production.run_id), None
     )
@@ -265,6 +273,13 @@ def _metrics_honest(facts: Inspection, rubric: Rubric) -> tuple[bool, str, bool]
         f"; and {len(wrong) - LISTED_RUNS} more" if len(wrong) > LISTED_RUNS else ""
     )
     return False, f"{len(wrong)} of {len(findings)} re-scored models do not match: {listed}", True
+
+
+def _closest(run: RunFacts, scores: list[ModelScore], rubric: Rubric) -> ModelScore | None:
+    logged = run.metrics.get(rubric.rank_by)
+    if logged is None or not scores:
+        return None
+    return min(scores, key=lambda score: abs(score.rmse - logged) if math.isfinite(logged) else 0)
 
 
 def _compare(label: str, run: RunFacts | None, model_score: ModelScore | None, rubric: Rubric):
@@ -320,8 +335,18 @@ def _with_unread(message: str, facts: Inspection, *prefixes: str) -> str:
 
 
 def _run_label(run: RunFacts) -> str:
-    kind = f", {run.model_type}" if run.model_type and run.model_type != run.name else ""
-    return f"{run.run_id[:8]} ({run.name}{kind})" if run.name else f"{run.run_id[:8]}{kind}"
+    name, model_type = _clipped(run.name, SHOWN_CHARS), _clipped(run.model_type or "", SHOWN_CHARS)
+    kind = f", {model_type}" if model_type and run.model_type != run.name else ""
+    return f"{run.run_id[:8]} ({name}{kind})" if name else f"{run.run_id[:8]}{kind}"
+
+
+def _version_label(version) -> str:
+    aliases = "".join(f" @{_clipped(alias, SHOWN_CHARS)}" for alias in version.aliases[:3])
+    return f"v{version.version} ({version.stage}{aliases})"
+
+
+def _clipped(text: str, limit: int = MESSAGE_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _names(names) -> str:

@@ -128,3 +128,20 @@ def test_a_250_byte_name_keeps_its_executed_notebook(tmp_path):
     result.student = "n" * 250
     report.write_submission(result, big_notebook(outputs=1), tmp_path, RUBRIC)
     assert (tmp_path / "submission.ipynb").is_file()
+
+
+def test_names_that_are_another_entrys_file_name_stay_apart(tmp_path):
+    from grader.intake import find_submissions
+
+    for name in ("eve.ipynb", "eve.zip", "eve.zip.ipynb"):
+        (tmp_path / name).write_text("{}")
+    names = [submission.student for submission in find_submissions(tmp_path)]
+    assert sorted(names) == names and len(set(names)) == 3
+
+
+def test_the_gradebook_survives_undecodable_and_formula_names(tmp_path):
+    undecodable = b"bad\xff".decode(errors="surrogateescape")
+    results = [Result(undecodable, "graded", 1, 16), Result("=2+3", "graded", 2, 16)]
+    report.write_gradebook(results, tmp_path)
+    text = (tmp_path / "gradebook.csv").read_text()
+    assert "bad\\udcff" in text and "'=2+3" in text

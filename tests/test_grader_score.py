@@ -298,3 +298,29 @@ def test_one_model_logged_under_every_run_keeps_its_points_but_raises_a_flag():
     run_models = next(check for check in checks if check.id == "run_models")
     assert run_models.passed and "10 runs have models that predict exactly alike" in run_models.message
     assert flags == ["duplicate_models"]
+
+
+def test_a_production_run_tied_with_the_top_one_is_the_best():
+    runs = [run(number, 0.5 + number / 100) for number in range(10)]
+    runs[1] = run(1, 0.5)  # the same model trained twice: search_runs may list either first
+    facts = good_facts(runs=runs)
+    facts.production = VersionFacts("1", runs[1].run_id, "Production", [], "/work/m-1", "m-1")
+    facts.scores["m-1"] = scored(0.5)
+    assert "best_is_production" not in failing(facts)
+
+
+def test_a_run_with_a_baseline_beside_its_model_is_honest_about_the_one_it_measured():
+    facts = good_facts()
+    facts.runs[0].model_ids.append("m-baseline")  # logged after the registered model
+    facts.model_labels["m-baseline"] = "m-baseline"
+    facts.scores["m-baseline"] = scored(0.95)
+    checks, flags = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    assert all(check.passed for check in checks) and "metrics_honest" not in flags
+
+
+def test_what_the_store_says_cannot_inflate_a_message():
+    facts = good_facts()
+    facts.runs[3] = run(3, 0.53, name="N" * 3_000_000, missing=["r2_test"])
+    facts.versions[0].aliases = [f"a{index}" + "x" * 300 for index in range(20_000)]
+    checks, _ = score(facts, last_cell_shows(FIRST_FIVE), RUBRIC)
+    assert max(len(check.message) for check in checks) <= 2000
