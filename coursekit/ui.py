@@ -19,8 +19,8 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# The lessons' store; `make ui` also says so through MLFLOW_TRACKING_URI, Binder's proxy uses this default. (`make lab` sets nothing:
-# a lesson's kernel runs in lessons/, where MLflow's default sqlite:///mlflow.db is this same file.)
+# The lessons' store: `make ui` names it in MLFLOW_TRACKING_URI, Binder's proxy uses this default. (`make lab` and
+# Binder set nothing: a lesson's kernel runs in lessons/, where MLflow's default sqlite:///mlflow.db is this file.)
 KIT_STORE_URI = f"sqlite:///{REPO / 'lessons' / 'mlflow.db'}"
 LOOPBACK = "127.0.0.1"
 # `mlflow server` imports starlette.middleware.wsgi, and Starlette warns on that import that the module is deprecated

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 EDITION = REPO / "student-edition"  # the files only the student edition has (README.md.j2 is rendered)
 # Copied as they are: folders whole (what git tracks in them), files one by one.
 SHARED = (
+    ".github/workflows/continuous-training.yml",  # lesson 08's sample workflow: inert without its variable
     ".gitignore",
     "LICENSE",
     "SECURITY.md",
