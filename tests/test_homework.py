@@ -10,6 +10,7 @@ import pytest
 
 from grader.assign import BEGIN, END, MarkerError, render, targets
 from grader.rubric import load
+from tests.test_lessons import LESSONS, log_model_calls
 
 HOMEWORK = Path(__file__).resolve().parents[1] / "homework"
 SOURCE = HOMEWORK / "src" / "homework-195.ipynb"
@@ -101,3 +102,16 @@ def test_placeholder_keeps_the_blocks_indentation():
     student, solution = render(notebook)
     assert student.cells[0].source == "def f():\n    # YOUR CODE HERE\n    raise NotImplementedError()"
     assert solution.cells[0].source == "def f():\n    return 42"
+
+
+# Kit-only (the student edition has no solution): the lessons teach what the solution uses.
+def test_lessons_show_every_log_model_the_homework_uses():
+    """A student meets each flavor's log_model in a lesson, with a signature, an input example and its requirements."""
+    homework = {flavor for flavor, _ in log_model_calls(SOLUTION)}
+    shown = {
+        flavor
+        for lesson in LESSONS
+        for flavor, keywords in log_model_calls(lesson)
+        if {"name", "signature", "input_example", "pip_requirements"} <= keywords
+    }
+    assert homework - shown == set()

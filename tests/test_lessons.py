@@ -9,7 +9,6 @@ import pytest
 from tests.notebooks import REPO, execute, unexplained_warnings
 
 LESSONS = sorted((REPO / "lessons").glob("[0-9][0-9]_*.ipynb"))
-HOMEWORK_SOLUTION = REPO / "homework" / "solution" / "homework-195.ipynb"
 
 
 def test_lessons_exist():
@@ -35,18 +34,6 @@ def log_model_calls(notebook_path) -> list[tuple[str, set[str]]]:
                 flavor = node.func.value.attr if isinstance(node.func.value, ast.Attribute) else "?"
                 calls.append((flavor, {keyword.arg for keyword in node.keywords}))
     return calls
-
-
-def test_lessons_show_every_log_model_the_homework_uses():
-    """A student meets each flavor's log_model in a lesson, with a signature, an input example and its requirements."""
-    homework = {flavor for flavor, _ in log_model_calls(HOMEWORK_SOLUTION)}
-    shown = {
-        flavor
-        for lesson in LESSONS
-        for flavor, keywords in log_model_calls(lesson)
-        if {"name", "signature", "input_example", "pip_requirements"} <= keywords
-    }
-    assert homework - shown == set()
 
 
 def test_every_lesson_log_model_names_its_requirements():
