@@ -288,13 +288,13 @@ def models_to_score(facts: Inspection, workdir: Path) -> dict[str, tuple[Path, P
     label the grader uses for something else."""
     model_ids = [model_id for run in facts.runs for model_id in run.model_ids]
     facts.unscored = model_ids[MAX_SCORED_MODELS:]
-    labels: dict[str, str] = {}  # location -> label
-    for model_id in model_ids[:MAX_SCORED_MODELS]:
-        location = facts.model_locations[model_id]
-        facts.model_labels[model_id] = labels.setdefault(location, f"model-{len(labels)}")
+    labels: dict[str, str] = {}  # location -> label, in the order the probe copies them: Production first
     production = facts.production
     if production and production.location and _inside(production.location, workdir.resolve()):
         production.model_key = labels.setdefault(production.location, f"model-{len(labels)}")
+    for model_id in model_ids[:MAX_SCORED_MODELS]:
+        location = facts.model_locations[model_id]
+        facts.model_labels[model_id] = labels.setdefault(location, f"model-{len(labels)}")
     return {label: (workdir, _local_path(location)) for location, label in labels.items()}
 
 
