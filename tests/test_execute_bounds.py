@@ -22,6 +22,7 @@ import pytest
 
 from grader import execute, grade_submission, sandbox
 from grader.sandbox import Limits
+from tests.test_sandbox import processes_with
 
 pytestmark = pytest.mark.slow
 
@@ -90,17 +91,6 @@ def saved_bytes(execution) -> int:
 
 def printed(execution, cell: int) -> str:
     return "".join(output.get("text", "") for output in execution.notebook.cells[cell].outputs)
-
-
-def processes_with(marker: str) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes():
-                found.append(int(entry))
-        except OSError:
-            continue
-    return found
 
 
 # The reviews' attacks: what each sends, what must be left of it.
