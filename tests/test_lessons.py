@@ -2,6 +2,7 @@
 (papermill stops on the first failing cell) and prints no warning it does not explain."""
 
 import ast
+import subprocess
 
 import nbformat
 import pytest
@@ -9,6 +10,8 @@ import pytest
 from tests.notebooks import REPO, execute, unexplained_warnings
 
 LESSONS = sorted((REPO / "lessons").glob("[0-9][0-9]_*.ipynb"))
+LINEAGE = REPO / "lessons" / "07_lineage.ipynb"
+LINEAGE_SCRATCH = "07_lineage_scratch"  # the only thing lesson 07 may leave beside the notebook and MLflow's store
 
 
 def test_lessons_exist():
@@ -47,9 +50,52 @@ def test_every_lesson_log_model_names_its_requirements():
     assert missing == []
 
 
+@pytest.fixture(scope="session")
+def executed_lesson(tmp_path_factory):
+    """Each lesson executed once per session, in its own folder: (folder, executed notebook)."""
+    done = {}
+
+    def run(lesson):
+        if lesson not in done:
+            workdir = tmp_path_factory.mktemp(lesson.stem)
+            done[lesson] = workdir, execute(lesson, workdir)
+        return done[lesson]
+
+    return run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.stem for lesson in LESSONS])
-def test_lesson_runs_clean(lesson, tmp_path):
-    executed = execute(lesson, tmp_path)
+def test_lesson_runs_clean(lesson, executed_lesson):
+    workdir, executed = executed_lesson(lesson)
     assert unexplained_warnings(executed) == []
-    assert (tmp_path / "mlflow.db").exists(), "the lesson should use the default sqlite store of its folder"
+    assert (workdir / "mlflow.db").exists(), "the lesson should use the default sqlite store of its folder"
+
+
+def test_the_kit_ignores_the_lineage_lesson_scratch_folder():
+    """Where a learner runs lesson 07 (lessons/), its git repository and DVC remote are never part of the kit."""
+    if subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=REPO, capture_output=True).returncode:
+        pytest.skip("not a git checkout of the kit: nothing to ignore")
+    ignored = subprocess.run(["git", "check-ignore", "-q", f"lessons/{LINEAGE_SCRATCH}/project/train.py"], cwd=REPO)
+    assert ignored.returncode == 0
+
+
+@pytest.mark.slow
+def test_the_lineage_lesson_keeps_its_project_inside_its_scratch_folder(executed_lesson):
+    workdir, _ = executed_lesson(LINEAGE)
+    assert sorted(path.name for path in workdir.iterdir()) == sorted(
+        [LINEAGE.name, LINEAGE_SCRATCH, "mlflow.db", "mlruns"]
+    )
+    scratch = workdir / LINEAGE_SCRATCH
+    project = scratch / "project"
+
+    def git(*args, cwd=project):
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+    assert git("config", "--local", "user.email") == "lesson07@example.invalid"  # the project's, not global
+    assert git("status", "--porcelain") == ""  # the dirty-tree demonstration put the committed file back
+    assert git("tag") == "data-v1\ndata-v2"
+    assert "analytics = false" in (project / ".dvc" / "config").read_text()  # every clone is quiet too
+    assert (scratch / "dvc-machine" / "site-cache").is_dir()  # DVC's machine-wide cache stayed in the folder
+    pushed = [path for path in (scratch / "dvc-remote" / "files" / "md5").rglob("*") if path.is_file()]
+    assert len(pushed) == 2  # both data versions are on the remote

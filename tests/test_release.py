@@ -70,6 +70,8 @@ def test_the_edition_has_what_students_need_and_nothing_instructors_keep(edition
         "homework/homework-195.ipynb",
         "homework/homework-195.rubric.toml",
         "lessons/01_tracking.ipynb",
+        "lessons/07_lineage.ipynb",
+        "coursekit/lineage.py",
         "binder/postBuild",
         "grader/__main__.py",
         "coursekit/housing.py",
