@@ -11,6 +11,7 @@ import nbformat
 
 from grader import checks
 from grader.checks.common import clipped
+from grader.i18n import checked_language
 from grader.inspect import Inspection
 from grader.result import Check
 from grader.rubric import Rubric
@@ -18,7 +19,7 @@ from grader.rubric import Rubric
 
 def language_of(rubric: Rubric, language: str | None = None) -> str:
     """The run's language: the command line's, else the rubric's, else English."""
-    return language or rubric.language or "en"
+    return checked_language(language or rubric.language)
 
 
 def expectations(rubric: Rubric, language: str | None = None) -> dict[str, str]:
