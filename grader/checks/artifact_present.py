@@ -14,11 +14,11 @@ from typing import Literal
 from grader.checks import Context, Outcome
 from grader.checks.common import SHOWN_CHARS, clipped, listed, run_label, runs_in_scope
 from grader.checks.dataset_input import _scope_problem
-from grader.checks.params import OfModel
+from grader.checks.params import OfAnyVersion
 
 
 @dataclass(frozen=True, kw_only=True)
-class Params(OfModel):
+class Params(OfAnyVersion):
     experiment: str
     path: str
     on: Literal["every_run", "any_run", "served_run"] = "every_run"
@@ -62,7 +62,8 @@ def check(params: Params, context: Context) -> Outcome:
 
 def expectation(params: Params, context: Context) -> str:
     say = context.say
-    text = say(f"artifact_present.expected_{params.on}", path=params.path, min_bytes=params.min_bytes)
+    where = context.where(params.selector) if params.selector else ""
+    text = say(f"artifact_present.expected_{params.on}", path=params.path, min_bytes=params.min_bytes, where=where)
     return text + (say("artifact_present.expected_contains", contains=params.contains) if params.contains else "")
 
 

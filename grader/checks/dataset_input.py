@@ -12,11 +12,11 @@ from typing import Literal
 
 from grader.checks import Context, Outcome
 from grader.checks.common import SHOWN_CHARS, clipped, listed, run_label, runs_in_scope
-from grader.checks.params import OfModel
+from grader.checks.params import OfAnyVersion
 
 
 @dataclass(frozen=True, kw_only=True)
-class Params(OfModel):
+class Params(OfAnyVersion):
     experiment: str
     context: str
     name: str | None = None
@@ -34,9 +34,9 @@ class Params(OfModel):
 def _scope_problem(params) -> str | None:
     """``model`` and its selector are for ``on = "served_run"`` only, and needed there."""
     if params.on == "served_run" and (params.model is None or params.selector is None):
-        return "with on = 'served_run' give 'model' and 'stage' or 'alias': the run is the selected version's"
+        return "with on = 'served_run' give 'model' and 'stage', 'alias' or 'version': the run is that version's"
     if params.on != "served_run" and (params.model is not None or params.selector is not None):
-        return "'model', 'stage' and 'alias' are for on = 'served_run' only"
+        return "'model', 'stage', 'alias' and 'version' are for on = 'served_run' only"
     return None
 
 
@@ -67,7 +67,8 @@ def check(params: Params, context: Context) -> Outcome:
 
 def expectation(params: Params, context: Context) -> str:
     say = context.say
-    parts = [say(f"dataset_input.expected_{params.on}")]
+    where = context.where(params.selector) if params.selector else ""
+    parts = [say(f"dataset_input.expected_{params.on}", where=where)]
     parts.append(
         say("dataset_input.expected_context", context=params.context)
         if params.context

@@ -34,4 +34,6 @@ def expectation(params: Params, context: Context) -> str:
 
 
 def _key(params: Params, what: str) -> str:
-    return f"run_count.{what}" + ("_between" if params.max_runs is not None else "")
+    if params.max_runs is None:
+        return f"run_count.{what}"
+    return f"run_count.{what}" + ("_exactly" if params.max_runs == params.min_runs else "_between")

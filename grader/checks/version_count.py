@@ -46,4 +46,6 @@ def expectation(params: Params, context: Context) -> str:
 
 
 def _key(params: Params, what: str) -> str:
-    return f"version_count.{what}" + ("_between" if params.max_versions is not None else "")
+    if params.max_versions is None:
+        return f"version_count.{what}"
+    return f"version_count.{what}" + ("_exactly" if params.max_versions == params.min_versions else "_between")
