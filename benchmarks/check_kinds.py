@@ -27,6 +27,7 @@ EXTRA_CHECKS = """
 id = "data"
 kind = "dataset_input"
 points = 0
+hint = "(benchmark)"
 experiment = "homework-195"
 context = "training"
 
@@ -34,6 +35,7 @@ context = "training"
 id = "report"
 kind = "artifact_present"
 points = 0
+hint = "(benchmark)"
 experiment = "homework-195"
 path = "*.html"
 contains = "p_holm"
@@ -42,6 +44,7 @@ contains = "p_holm"
 id = "versions"
 kind = "version_count"
 points = 0
+hint = "(benchmark)"
 model = "housing-best"
 min_versions = 1
 
@@ -49,6 +52,7 @@ min_versions = 1
 id = "semver"
 kind = "version_tag"
 points = 0
+hint = "(benchmark)"
 model = "housing-best"
 stage = "Production"
 tag = "semver"
@@ -57,6 +61,7 @@ tag = "semver"
 id = "gated"
 kind = "alias_on_gated_version"
 points = 0
+hint = "(benchmark)"
 model = "housing-best"
 alias = "champion"
 tag = "gate"
@@ -66,6 +71,7 @@ value = "passed"
 id = "described"
 kind = "description_present"
 points = 0
+hint = "(benchmark)"
 model = "housing-best"
 """
 
@@ -136,7 +142,7 @@ def main() -> None:
             print(f"{spec.kind:<24} {seconds * 1e6:>17.0f} µs")
         extra = reads["with every kind"] - reads["homework-195"]
         print(f"all {len(extended.checks)} checks: {total * 1000:.2f} ms; the new kinds' facts: {extra * 1000:.1f} ms")
-        print(f"ratio (checks + new facts) ÷ grading the reference: {(total + max(extra, 0)) / grading:.4f}")
+        print(f"ratio (checks + new facts) ÷ grading the reference: {(total + max(extra, 0)) / grading:.1e}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

@@ -49,6 +49,7 @@ MAX_SCORED_MODELS = 200
 MAX_REFERENCE_HOPS = 5  # models:/NAME/VERSION may point at another models:/ URI; a chain this long is a loop
 # A run's artifacts are listed by the grader itself, never through a link, and only as far as these bounds.
 MAX_ARTIFACT_ENTRIES = 200  # per run
+MAX_LISTED_ARTIFACTS = 10_000  # per submission: past it, a run's artifacts are not listed (and say so)
 MAX_ARTIFACT_DEPTH = 8
 ARTIFACT_HEAD_BYTES = 2**20  # read of a file whose content a check tests
 MAX_ARTIFACT_READS = 20  # files read per submission
@@ -420,9 +421,9 @@ def _read_runs(client, reader: _FactReader, experiment_id: str, inside: Path, ru
         _run_facts(run, rubric, ready.get(run.info.run_id, []), failed.get(run.info.run_id, 0)) for run in runs
     ]
     if rubric.artifact_reads:
-        reads = [MAX_ARTIFACT_READS]
+        budget = {"reads": MAX_ARTIFACT_READS, "entries": MAX_LISTED_ARTIFACTS}
         for run, found in zip(facts.runs, runs, strict=True):
-            _list_artifacts(run, found.info.artifact_uri, inside, rubric, reads)
+            _list_artifacts(run, found.info.artifact_uri, inside, rubric, budget)
 
 
 def _read_versions(client, uri: str, reader: _FactReader, registered, inside: Path, rubric: Rubric) -> None:
@@ -532,9 +533,13 @@ def _dataset_input(entry) -> DatasetInputFacts:
     return DatasetInputFacts(_text(entry.dataset.name), _text(entry.dataset.digest), _text(context))
 
 
-def _list_artifacts(run: RunFacts, artifact_uri: str, inside: Path, rubric: Rubric, reads: list[int]) -> None:
+def _list_artifacts(run: RunFacts, artifact_uri: str, inside: Path, rubric: Rubric, budget: dict[str, int]) -> None:
     """The run's artifact files, as the grader finds them on disk: links are neither followed nor listed, and the
-    content of a file is read (its head) only if a check tests it, at most MAX_ARTIFACT_READS per submission."""
+    content of a file is read (its head) only if a check tests it, at most MAX_ARTIFACT_READS per submission.
+    Listing is bounded in entries (per run and per submission) and by the store read's deadline."""
+    if budget["entries"] <= 0:
+        run.artifact_problem = f"the submission's runs hold more than {MAX_LISTED_ARTIFACTS} artifacts in all"
+        return
     if not _inside(artifact_uri or "", inside):
         run.artifact_problem = f"its artifact folder is outside the submission's folder ({str(artifact_uri)[:200]})"
         return
@@ -542,7 +547,9 @@ def _list_artifacts(run: RunFacts, artifact_uri: str, inside: Path, rubric: Rubr
     found: list[ArtifactFacts] = []
     pending = [(root, 0)]
     try:
-        while pending and len(found) < MAX_ARTIFACT_ENTRIES:
+        while pending and len(found) < min(MAX_ARTIFACT_ENTRIES, budget["entries"]):
+            if time.monotonic() > _deadline["at"]:
+                raise TimeoutError(f"reading it took longer than {STORE_SECONDS} s")
             folder, depth = pending.pop()
             if not folder.is_dir() or folder.is_symlink():
                 continue
@@ -553,14 +560,16 @@ def _list_artifacts(run: RunFacts, artifact_uri: str, inside: Path, rubric: Rubr
                     elif entry.is_file(follow_symlinks=False):
                         path = Path(entry.path).relative_to(root).as_posix()
                         found.append(ArtifactFacts(path, entry.stat(follow_symlinks=False).st_size))
+    except TimeoutError:
+        raise  # the whole read stops at its deadline (a TimeoutError is an OSError too)
     except OSError as error:
         run.artifact_problem = f"{type(error).__name__}: {error.strerror or error}"
         return
+    budget["entries"] -= len(found)
     for artifact in found:
-        if reads[0] > 0 and any(
-            read and fnmatch.fnmatchcase(artifact.path, glob) for glob, read in rubric.artifact_reads
-        ):
-            reads[0] -= 1
+        tested = any(read and fnmatch.fnmatchcase(artifact.path, glob) for glob, read in rubric.artifact_reads)
+        if tested and budget["reads"] > 0:
+            budget["reads"] -= 1
             artifact.head = _head(root / artifact.path)
     run.artifacts = sorted(found, key=lambda artifact: artifact.path)
 

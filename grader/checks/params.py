@@ -86,7 +86,10 @@ def parse(params_class: type, table: dict[str, Any]) -> Any:
             if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
                 raise ParameterError(f"'{name}' is missing; {_takes(params_class)}")
             continue
-        values[name] = _typed(name, table[name], hints[name])
+        try:
+            values[name] = _typed(name, table[name], hints[name])
+        except ParameterError as error:
+            raise ParameterError(f"{error}; {_takes(params_class)}") from error
     params = params_class(**values)
     if isinstance(params, OfModel):
         _check_selector(params, table)

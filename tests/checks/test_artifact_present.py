@@ -29,3 +29,16 @@ def test_a_real_report_passes_and_placeholders_or_links_fail(store, tmp_path):
     assert "'drift/report.html' does not contain 'p_holm'" in every.message
     assert "no artifact matches; it has 'drift/keep'" in every.message  # the link is not listed
     assert checks["every_file"].passed
+
+
+def test_listing_is_bounded_per_submission(store, tmp_path, monkeypatch):
+    from grader import inspect
+
+    for name in ("first", "second"):
+        run_id = store.run(name)
+        for index in range(3):
+            store.artifact(run_id, f"file-{index}.txt", b"data")
+    monkeypatch.setattr(inspect, "MAX_LISTED_ARTIFACTS", 3)
+    rubric = rubric_with(tmp_path, {"kind": "artifact_present", "experiment": EXPERIMENT, "path": "*.txt"})
+    check = graded(store.read(rubric), rubric)["artifact_present"]
+    assert not check.passed and "1 of 2 runs" in check.message and "more than 3 artifacts in all" in check.message
