@@ -43,30 +43,34 @@ def grade_submission(
     keep_artifacts: bool = False,
     student: str | None = None,
     self_check: bool = False,
+    language: str | None = None,
 ) -> Result:
     """Grade one submission into ``out/STUDENT/`` (a temporary folder if ``out`` is None) and return its Result.
 
     ``cpus`` pins the student's code to those cores (all of the grader's by default). ``self_check``: a student
     grading their own notebook, on their own machine, needs no sandbox; without one, it is said calmly, not
-    flagged. A failure of the grader
+    flagged. ``language``: of the messages and hints ("en", "es"); default the rubric's, else English. A failure of
+    the grader
     itself becomes status ``error`` with the traceback as message, and a report that cannot be written loses the
     report, not the row: one submission never stops a batch.
     """
     rubric = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
+    language = score.language_of(rubric, language)
     path = Path(path)
     student = student or intake.student_name(path)
     folder = Path(out if out is not None else tempfile.mkdtemp(prefix="grader-")).resolve() / student
     workdir = folder / "work"
     if student in report.RESERVED_NAMES:
         message = f"a submission may not be named '{student}', like one of the grader's own files: rename it"
-        return _rejected(student, "invalid_name", message, rubric, {"isolated": None, "description": "not run"})
+        sandbox_facts = {"isolated": None, "description": "not run"}
+        return _rejected(student, "invalid_name", message, rubric, sandbox_facts, language)
     sandbox_facts = {"isolated": None, "description": "unknown: the grader failed before choosing a sandbox"}
     notebook = None
     try:
-        result, notebook = _grade(path, rubric, student, folder, workdir, cpus, sandbox_facts, self_check)
+        result, notebook = _grade(path, rubric, student, folder, workdir, cpus, sandbox_facts, self_check, language)
     except Exception:
         message = ("the grader failed:\n" + traceback.format_exc())[-MESSAGE_CHARS:]
-        result = _rejected(student, "error", message, rubric, sandbox_facts)
+        result = _rejected(student, "error", message, rubric, sandbox_facts, language)
     return _finish(result, notebook, folder, workdir, rubric, keep_artifacts)
 
 
@@ -79,6 +83,7 @@ def _grade(
     cpus: list[int] | None,
     sandbox_facts: dict,
     self_check: bool,
+    language: str,
 ) -> tuple[Result, nbformat.NotebookNode | None]:
     """Grade; ``sandbox_facts`` is filled in as soon as the sandbox is chosen, for the row of a later failure."""
     _warm_up_in_background()
@@ -97,12 +102,12 @@ def _grade(
         notebook_path = intake.stage(path, workdir, rubric)
         notebook = intake.read_notebook(notebook_path)
     except intake.Rejected as rejection:
-        return _rejected(student, rejection.status, rejection.message, rubric, sandbox_facts), None
+        return _rejected(student, rejection.status, rejection.message, rubric, sandbox_facts, language), None
 
     execution = _execute(notebook, workdir, box, rubric, cpus)
     facts = inspect.inspect_store(workdir, execution.notebook, rubric)
     facts.scores = probes.score(inspect.models_to_score(facts, workdir), cpus)
-    checks, flags = score.score(facts, execution.notebook, rubric)
+    checks, flags = score.score(facts, execution.notebook, rubric, language)
     result = Result(
         student,
         execution.status,
@@ -113,13 +118,14 @@ def _grade(
         flags,
         sandbox_facts,
         facts.summary(rubric.rank_by),
+        language,
     )
     return result, execution.notebook
 
 
-def _rejected(student: str, status: str, message: str, rubric: Rubric, sandbox_facts: dict) -> Result:
-    result = Result(student, status, 0, rubric.max_score, message, sandbox=sandbox_facts)
-    result.checks = score.not_executed(rubric, message.splitlines()[0] if message else status)
+def _rejected(student: str, status: str, message: str, rubric: Rubric, sandbox_facts: dict, language: str) -> Result:
+    result = Result(student, status, 0, rubric.max_score, message, sandbox=sandbox_facts, language=language)
+    result.checks = score.not_executed(rubric, message.splitlines()[0] if message else status, language)
     return result
 
 

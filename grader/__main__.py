@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from grader import grade_submission, intake, report
+from grader.i18n import LANGUAGES
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
@@ -28,8 +29,10 @@ def grade_folder(
     jobs: int = 1,
     keep_artifacts: bool = False,
     console: Console | None = None,
+    language: str | None = None,
 ) -> list[Result]:
-    """Grade every submission in ``submissions`` into ``out``, ``jobs`` at a time; write the gradebook."""
+    """Grade every submission in ``submissions`` into ``out``, ``jobs`` at a time; write the gradebook. ``language``
+    of the feedback: default the rubric's, else English."""
     console = console or Console(stderr=True)
     found = intake.find_submissions(submissions)
     out.mkdir(parents=True, exist_ok=True)
@@ -41,7 +44,13 @@ def grade_folder(
         cpus = slots.get()  # a job holds its cores for as long as it grades
         try:
             return grade_submission(
-                submission.path, rubric, out, cpus=cpus, keep_artifacts=keep_artifacts, student=submission.student
+                submission.path,
+                rubric,
+                out,
+                cpus=cpus,
+                keep_artifacts=keep_artifacts,
+                student=submission.student,
+                language=language,
             )
         except Exception as error:  # grade_submission turns failures into rows; this is the last line of defence
             return Result(submission.student, "error", 0, rubric.max_score, f"the grader failed: {error!r}"[:2000])
@@ -97,12 +106,12 @@ def summary_table(results: list[Result]) -> Table:
     return table
 
 
-def check_notebook(notebook: Path, rubric: Rubric, out: Path, console: Console) -> Result:
+def check_notebook(notebook: Path, rubric: Rubric, out: Path, console: Console, language: str | None = None) -> Result:
     """A student's self-check: the instructor's pipeline and rubric on one notebook, every check with a hint."""
     console.print(
         f"Checking {notebook} against {rubric.path.name}: the notebook runs in a fresh folder, then its store..."
     )
-    result = grade_submission(notebook, rubric, out, student=notebook.stem, self_check=True)
+    result = grade_submission(notebook, rubric, out, student=notebook.stem, self_check=True, language=language)
     table = Table(title=f"Self-check of {notebook.name}", show_lines=True)
     for column in ("check", "points", "found", "what to do"):
         table.add_column(column, overflow="fold")
@@ -130,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     grade.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the rubric's)")
     grade.add_argument("--keep-artifacts", action="store_true", help="keep each submission's MLflow store")
+    grade.add_argument("--lang", choices=LANGUAGES, help="language of the feedback (default: the rubric's, else en)")
     check = commands.add_parser("check", help="check your own homework notebook before handing it in")
     check.add_argument("notebook", type=Path, help="e.g. homework/homework-195.ipynb")
     check.add_argument("--rubric", type=Path, help="default: the homework's rubric beside the notebook")
     check.add_argument("--out", type=Path, help="default: .self-check/ beside the notebook")
+    check.add_argument("--lang", choices=LANGUAGES, help="language of the messages (default: the rubric's, else en)")
     release = commands.add_parser("release", help="write the student edition of the kit (no solutions)")
     release.add_argument("folder", type=Path, help="e.g. release/ (emptied first)")
     release.add_argument("--binder-repo", default=None, help="OWNER/NAME of the edition's public repository")
@@ -160,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             rubric.limits, wall_seconds=args.timeout, cell_seconds=min(rubric.limits.cell_seconds, args.timeout)
         )
         rubric = dataclasses.replace(rubric, limits=limits)
-    grade_folder(args.submissions, rubric, args.out, args.jobs, args.keep_artifacts, console)
+    grade_folder(args.submissions, rubric, args.out, args.jobs, args.keep_artifacts, console, args.lang)
     print(args.out / "gradebook.csv")
     return 0
 
@@ -175,7 +186,7 @@ def _check(args: argparse.Namespace, console: Console) -> int:
     except RubricError as error:
         console.print(f"[red]error:[/] {error}")
         return 2
-    check_notebook(notebook, rubric, args.out or notebook.resolve().parent / ".self-check", console)
+    check_notebook(notebook, rubric, args.out or notebook.resolve().parent / ".self-check", console, args.lang)
     return 0
 
 

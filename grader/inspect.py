@@ -10,6 +10,7 @@ the sandbox.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import json
 import os
 import re
@@ -46,6 +47,14 @@ MAX_TABLE_ROWS = 100_000
 # Every logged model is re-scored; past this many, the rest are left unverified (and so do not count).
 MAX_SCORED_MODELS = 200
 MAX_REFERENCE_HOPS = 5  # models:/NAME/VERSION may point at another models:/ URI; a chain this long is a loop
+# A run's artifacts are listed by the grader itself, never through a link, and only as far as these bounds.
+MAX_ARTIFACT_ENTRIES = 200  # per run
+MAX_LISTED_ARTIFACTS = 10_000  # per submission: past it, a run's artifacts are not listed (and say so)
+MAX_ARTIFACT_DEPTH = 8
+ARTIFACT_HEAD_BYTES = 2**20  # read of a file whose content a check tests
+MAX_ARTIFACT_READS = 20  # files read per submission
+MAX_DATASET_INPUTS = 20  # per run
+MAX_TEXT_CHARS = 5000  # of a tag's value, a description, a dataset's name or digest: MLflow's own limit
 _deadline = {"at": float("inf")}  # when the current store read must stop (monotonic clock)
 
 
@@ -61,14 +70,31 @@ def warm_up() -> None:
 
 
 @dataclass
+class DatasetInputFacts:
+    name: str
+    digest: str
+    context: str  # its mlflow.data.context tag ("training", "validation"...), empty when it has none
+
+
+@dataclass
+class ArtifactFacts:
+    path: str  # inside the run's artifact folder, with "/" between folders
+    size: int  # bytes of the file itself
+    head: bytes = b""  # its first ARTIFACT_HEAD_BYTES, when a check tests its content
+
+
+@dataclass
 class RunFacts:
     run_id: str
     name: str
-    model_type: str | None
-    metrics: dict[str, float]
-    missing: list[str]  # required params/tags/metrics this run lacks
+    model_type: str | None  # what the feedback calls the run by: its first params_or_tags value (e.g. model_type)
+    metrics: dict[str, float]  # the metrics the rubric's checks name
+    missing: list[str]  # params/tags/metrics that the rubric's run_fields checks require and this run lacks
     model_ids: list[str]  # its logged models that say READY, with files inside the working directory; newest last
     failed_models: int  # its logged models that did not finish saving
+    inputs: list[DatasetInputFacts] = field(default_factory=list)
+    artifacts: list[ArtifactFacts] | None = None  # None: not listed (no check needs them, or see artifact_problem)
+    artifact_problem: str = ""
 
 
 @dataclass
@@ -79,6 +105,8 @@ class VersionFacts:
     aliases: list[str]
     location: str  # where load_model reads its files; empty when that could not be found out
     model_key: str = ""  # the probe label of those files (made by the grader: never a name from the store)
+    tags: dict[str, str] = field(default_factory=dict)
+    description: str = ""
 
 
 @dataclass
@@ -90,7 +118,9 @@ class Inspection:
     runs: list[RunFacts] = field(default_factory=list)  # in the acceptance criterion's order, best first
     registered: bool = False
     versions: list[VersionFacts] = field(default_factory=list)
-    production: VersionFacts | None = None
+    production: VersionFacts | None = None  # the served version: what the rubric's served selector resolves to
+    rescored: list[VersionFacts] = field(default_factory=list)  # other versions whose files the probe re-scores
+    model_description: str = ""  # the registered model's own
     model_locations: dict[str, str] = field(default_factory=dict)  # logged model id -> where its files are
     outside: list[str] = field(default_factory=list)  # locations outside the working directory
     unscored: list[str] = field(default_factory=list)  # logged models past MAX_SCORED_MODELS
@@ -112,7 +142,20 @@ class Inspection:
 
     @property
     def production_score(self) -> ModelScore | None:
-        return self.scores.get(self.production.model_key) if self.production and self.production.model_key else None
+        return self.version_score(self.production)
+
+    def version_score(self, version: VersionFacts | None) -> ModelScore | None:
+        """The grader's re-scoring of the files a version serves, if the probe scored them."""
+        return self.scores.get(version.model_key) if version is not None and version.model_key else None
+
+    def version_at(self, selector) -> VersionFacts | None:
+        """The version a selector names, as MLflow resolves it: the alias's, the newest in the stage, the number."""
+        if selector.by == "alias":
+            return next((version for version in self.versions if selector.name in version.aliases), None)
+        if selector.by == "version":
+            return next((version for version in self.versions if version.version == selector.name), None)
+        in_stage = [version for version in self.versions if version.stage == selector.name]
+        return max(in_stage, key=lambda version: int(version.version), default=None)
 
     def summary(self, rank_by: str) -> dict:
         """The runs, best run and Production version, as plain data for the feedback page."""
@@ -154,7 +197,8 @@ def inspect_store(workdir: Path, notebook: nbformat.NotebookNode, rubric: Rubric
                 facts = _read_store(f"sqlite:///{copy}", workdir, rubric)
     except Exception as error:  # a store the notebook damaged, replaced or filled with nonsense
         return Inspection(problem=f"the MLflow store could not be read: {type(error).__name__}: {str(error)[:300]}")
-    if not facts.experiment_found and not any(fact.startswith("the experiment") for fact in facts.unread):
+    missing = rubric.experiment is not None and not facts.experiment_found
+    if missing and not any(fact.startswith("the experiment") for fact in facts.unread):
         facts.problem = (
             f"the MLflow store in the notebook's folder has no experiment '{rubric.experiment}' (it has "
             f"{', '.join(facts.experiment_names) or 'none'}). {_where_mlflow_pointed(notebook)}"
@@ -289,9 +333,9 @@ def models_to_score(facts: Inspection, workdir: Path) -> dict[str, tuple[Path, P
     model_ids = [model_id for run in facts.runs for model_id in run.model_ids]
     facts.unscored = model_ids[MAX_SCORED_MODELS:]
     labels: dict[str, str] = {}  # location -> label, in the order the probe copies them: Production first
-    production = facts.production
-    if production and production.location and _inside(production.location, workdir.resolve()):
-        production.model_key = labels.setdefault(production.location, f"model-{len(labels)}")
+    for version in (facts.production, *facts.rescored):
+        if version and version.location and _inside(version.location, workdir.resolve()):
+            version.model_key = labels.setdefault(version.location, f"model-{len(labels)}")
     for model_id in model_ids[:MAX_SCORED_MODELS]:
         location = facts.model_locations[model_id]
         facts.model_labels[model_id] = labels.setdefault(location, f"model-{len(labels)}")
@@ -330,6 +374,8 @@ def _read_store(uri: str, workdir: Path, rubric: Rubric) -> Inspection:
     if experiment is not None:
         facts.experiment_found = True
         _read_runs(client, reader, experiment.experiment_id, workdir.resolve(), rubric)
+    if rubric.registered_model is None:
+        return facts
     registered = reader.read(
         f"the registered model '{rubric.registered_model}'",
         lambda: client.search_registered_models(filter_string=f"name = '{rubric.registered_model}'"),
@@ -337,8 +383,13 @@ def _read_store(uri: str, workdir: Path, rubric: Rubric) -> Inspection:
     )
     if registered:
         facts.registered = True
+        facts.model_description = _text(registered[0].description)
         _read_versions(client, uri, reader, registered[0], workdir.resolve(), rubric)
     return facts
+
+
+def _text(value) -> str:
+    return str(value or "")[:MAX_TEXT_CHARS]
 
 
 def _read_runs(client, reader: _FactReader, experiment_id: str, inside: Path, rubric: Rubric) -> None:
@@ -359,18 +410,20 @@ def _read_runs(client, reader: _FactReader, experiment_id: str, inside: Path, ru
             facts.model_locations[model.model_id] = model.artifact_location
         else:
             failed[model.source_run_id] = failed.get(model.source_run_id, 0) + 1
+    metric = rubric.rank_by if re.fullmatch(r"\w+", rubric.rank_by) else f"`{rubric.rank_by}`"
+    order = [f"metrics.{metric} {'DESC' if rubric.rank_direction == 'max' else 'ASC'}"] if rubric.rank_by else None
     runs = reader.read(
         "the experiment's runs",
-        lambda: _all_pages(
-            lambda token: client.search_runs(
-                [experiment_id], order_by=[f"metrics.{rubric.rank_by} ASC"], page_token=token
-            )
-        ),
+        lambda: _all_pages(lambda token: client.search_runs([experiment_id], order_by=order, page_token=token)),
         [],
     )
     facts.runs = [
         _run_facts(run, rubric, ready.get(run.info.run_id, []), failed.get(run.info.run_id, 0)) for run in runs
     ]
+    if rubric.artifact_reads:
+        budget = {"reads": MAX_ARTIFACT_READS, "entries": MAX_LISTED_ARTIFACTS}
+        for run, found in zip(facts.runs, runs, strict=True):
+            _list_artifacts(run, found.info.artifact_uri, inside, rubric, budget)
 
 
 def _read_versions(client, uri: str, reader: _FactReader, registered, inside: Path, rubric: Rubric) -> None:
@@ -383,6 +436,7 @@ def _read_versions(client, uri: str, reader: _FactReader, registered, inside: Pa
         [],
     )
     for version in sorted(versions, key=lambda version: int(version.version)):
+        tags = {str(key)[:MAX_TEXT_CHARS]: _text(value) for key, value in list((version.tags or {}).items())[:100]}
         location = reader.read(
             f"where version {version.version}'s files are",
             lambda version=version: _download_location(client, uri, version),
@@ -396,22 +450,30 @@ def _read_versions(client, uri: str, reader: _FactReader, registered, inside: Pa
                 stage=version.current_stage or "None",
                 aliases=sorted(alias for alias, number in aliases.items() if str(number) == str(version.version)),
                 location=location or "",
+                tags=tags,
+                description=_text(version.description),
             )
         )
-    production = reader.read(
-        f"which version {rubric.production_uri} loads", lambda: _production_version(client, rubric, aliases), None
-    )
-    facts.production = next((version for version in facts.versions if version.version == production), None)
+    served = rubric.served
+    if served is not None:
+        production = reader.read(
+            f"which version {served.uri} loads", lambda: _served_version(client, served, aliases), None
+        )
+        facts.production = next((version for version in facts.versions if version.version == production), None)
+    rescored = (facts.version_at(selector) for selector in rubric.rescored)
+    facts.rescored = [version for version in rescored if version is not None and version is not facts.production]
 
 
-def _production_version(client, rubric: Rubric, aliases: dict[str, str]) -> str | None:
-    """The version ``rubric.production_uri`` resolves to, as MLflow resolves it: the alias's version, or the
-    newest version in the stage; None if no version holds it."""
-    if rubric.production_by == "alias":
-        return str(aliases[rubric.production_alias]) if rubric.production_alias in aliases else None
+def _served_version(client, served, aliases: dict[str, str]) -> str | None:
+    """The version ``served.uri`` resolves to, as MLflow resolves it: the alias's version, or the newest version
+    in the stage; None if no version holds it."""
+    if served.by == "alias":
+        return str(aliases[served.name]) if served.name in aliases else None
+    if served.by == "version":
+        return served.name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # stages are deprecated; the rubric may still use one
-        latest = client.get_latest_versions(rubric.registered_model, [rubric.production_stage])
+        latest = client.get_latest_versions(served.model, [served.name])
     return str(max(int(version.version) for version in latest)) if latest else None
 
 
@@ -449,10 +511,11 @@ def _all_pages(search) -> list:
 
 def _run_facts(run, rubric: Rubric, model_ids: list[str], failed_models: int) -> RunFacts:
     data = run.data
-    label = rubric.param_or_tag[0]  # what the feedback calls each run by, e.g. its model_type
-    model_type = data.params.get(label) or data.tags.get(label)
-    missing = [name for name in rubric.param_or_tag if name not in data.params and name not in data.tags]
-    missing += [name for name in rubric.metrics if name not in data.metrics]
+    labels = rubric.param_or_tag  # what the feedback calls each run by: the first, e.g. its model_type
+    model_type = (data.params.get(labels[0]) or data.tags.get(labels[0])) if labels else None
+    missing = [name for name in labels if name not in data.params and name not in data.tags]
+    missing += [name for name in rubric.required_metrics if name not in data.metrics]
+    inputs = run.inputs.dataset_inputs if run.inputs and run.inputs.dataset_inputs else []
     return RunFacts(
         run_id=run.info.run_id,
         name=run.info.run_name or "",
@@ -461,7 +524,64 @@ def _run_facts(run, rubric: Rubric, model_ids: list[str], failed_models: int) ->
         missing=missing,
         model_ids=model_ids,
         failed_models=failed_models,
+        inputs=[_dataset_input(entry) for entry in inputs[:MAX_DATASET_INPUTS]],
     )
+
+
+def _dataset_input(entry) -> DatasetInputFacts:
+    context = next((tag.value for tag in entry.tags or [] if tag.key == "mlflow.data.context"), "")
+    return DatasetInputFacts(_text(entry.dataset.name), _text(entry.dataset.digest), _text(context))
+
+
+def _list_artifacts(run: RunFacts, artifact_uri: str, inside: Path, rubric: Rubric, budget: dict[str, int]) -> None:
+    """The run's artifact files, as the grader finds them on disk: links are neither followed nor listed, and the
+    content of a file is read (its head) only if a check tests it, at most MAX_ARTIFACT_READS per submission.
+    Listing is bounded in entries (per run and per submission) and by the store read's deadline."""
+    if budget["entries"] <= 0:
+        run.artifact_problem = f"the submission's runs hold more than {MAX_LISTED_ARTIFACTS} artifacts in all"
+        return
+    if not _inside(artifact_uri or "", inside):
+        run.artifact_problem = f"its artifact folder is outside the submission's folder ({str(artifact_uri)[:200]})"
+        return
+    root = _local_path(artifact_uri)
+    found: list[ArtifactFacts] = []
+    pending = [(root, 0)]
+    try:
+        while pending and len(found) < min(MAX_ARTIFACT_ENTRIES, budget["entries"]):
+            if time.monotonic() > _deadline["at"]:
+                raise TimeoutError(f"reading it took longer than {STORE_SECONDS} s")
+            folder, depth = pending.pop()
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            with os.scandir(folder) as entries:
+                for entry in sorted(entries, key=lambda entry: entry.name)[:MAX_ARTIFACT_ENTRIES]:
+                    if entry.is_dir(follow_symlinks=False) and depth < MAX_ARTIFACT_DEPTH:
+                        pending.append((Path(entry.path), depth + 1))
+                    elif entry.is_file(follow_symlinks=False):
+                        path = Path(entry.path).relative_to(root).as_posix()
+                        found.append(ArtifactFacts(path, entry.stat(follow_symlinks=False).st_size))
+    except TimeoutError:
+        raise  # the whole read stops at its deadline (a TimeoutError is an OSError too)
+    except OSError as error:
+        run.artifact_problem = f"{type(error).__name__}: {error.strerror or error}"
+        return
+    budget["entries"] -= len(found)
+    for artifact in found:
+        tested = any(read and fnmatch.fnmatchcase(artifact.path, glob) for glob, read in rubric.artifact_reads)
+        if tested and budget["reads"] > 0:
+            budget["reads"] -= 1
+            artifact.head = _head(root / artifact.path)
+    run.artifacts = sorted(found, key=lambda artifact: artifact.path)
+
+
+def _head(path: Path) -> bytes:
+    """The first ARTIFACT_HEAD_BYTES of a regular file, never through a link (nor a fifo that would block)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return b""
+    with os.fdopen(descriptor, "rb") as stream:
+        return stream.read(ARTIFACT_HEAD_BYTES) if stat.S_ISREG(os.fstat(stream.fileno()).st_mode) else b""
 
 
 def _inside(location: str, workdir: Path) -> bool:

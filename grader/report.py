@@ -20,7 +20,7 @@ import nbformat
 
 from grader import sandbox
 from grader.result import Result
-from grader.rubric import CHECK_IDS, Rubric
+from grader.rubric import Rubric
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("grader", "templates"),
@@ -29,7 +29,6 @@ TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
 )
 GRADEBOOK = "gradebook.csv"
-GRADEBOOK_COLUMNS = ["student", "status", "score", "max_score", *CHECK_IDS, "flags"]
 # The grader's own files at the top of OUT: a submission named like one would overwrite it.
 RESERVED_NAMES = frozenset({GRADEBOOK})
 PLOTTED_RUNS = 40  # the best ones; a plot of thousands of bars is neither readable nor small
@@ -80,17 +79,19 @@ def discard_artifacts(workdir: Path) -> None:
 
 
 def write_gradebook(results: list[Result], out: Path) -> Path:
-    """One row per student, sorted, replaced atomically: a reader (or a killed grader) never sees half a file."""
+    """One row per student, sorted, replaced atomically: a reader (or a killed grader) never sees half a file.
+    A column per check of the rubric, in its order (every graded or rejected row lists them all)."""
+    check_ids = list(dict.fromkeys(check.id for result in results for check in result.checks))
     path = out / GRADEBOOK
     descriptor, partial = tempfile.mkstemp(prefix=".gradebook-", suffix=".csv", dir=out)
     try:
         # A file name need not be valid UTF-8: its undecodable bytes are written as escapes, never a crash.
         with os.fdopen(descriptor, "w", newline="", encoding="utf-8", errors="backslashreplace") as stream:
             writer = csv.writer(stream)
-            writer.writerow(GRADEBOOK_COLUMNS)
+            writer.writerow(["student", "status", "score", "max_score", *check_ids, "flags"])
             for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
                 row = [_spreadsheet_safe(result.student), result.status, result.score, result.max_score]
-                writer.writerow(row + [result.points(check) for check in CHECK_IDS] + [" ".join(result.flags)])
+                writer.writerow(row + [result.points(check) for check in check_ids] + [" ".join(result.flags)])
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)

@@ -29,13 +29,15 @@ class Result:
     sandbox: dict = field(default_factory=dict)
     # Facts the feedback shows (runs ranked, Production version); not part of the result's JSON contract.
     details: dict = field(default_factory=dict, repr=False)
+    # The language of the checks' messages and hints ("en", "es"), for the report to match; not in the JSON either.
+    language: str = "en"
 
     def points(self, check_id: str) -> int:
         return next((check.points for check in self.checks if check.id == check_id), 0)
 
     def to_json(self) -> dict:
         data = asdict(self)
-        del data["details"]
+        del data["details"], data["language"]
         for check in data["checks"]:
             del check["expected"], check["hint"]
         return data

@@ -1,26 +1,27 @@
-"""The homework's grading rules, read from a TOML rubric and checked before anything is graded."""
+"""A homework's grading rules, read from a TOML rubric and checked before anything is graded.
+
+The rubric lists its checks (``[[checks]]``), each of a kind from ``grader/checks/`` with its own parameters; the
+top level holds what is not a check: the canonical split, tolerances, limits, the feedback's language. The
+format and every kind are documented in ``grader/checks/README.md``.
+"""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from grader import checks
+from grader.checks.params import ParameterError, Selector, describe, parse
+from grader.i18n import DEFAULT_LANGUAGE, LANGUAGES
 from grader.sandbox import Limits
 
-CHECK_IDS = (
-    "experiment",
-    "runs",
-    "run_fields",
-    "run_models",
-    "registered",
-    "best_is_production",
-    "production_loads",
-    "final_prediction",
-    "metrics_honest",
-)
 DATASETS = {"california_housing": 20640}  # the data sets the probe can split, with their row counts
+CHECK_ID = re.compile(r"[a-z0-9_]{1,64}")
+CHECK_KEYS = ("id", "kind", "points", "hint", *(f"hint_{language}" for language in LANGUAGES if language != "en"))
+DEFAULT_PREDICTION_ROWS = 5
 
 
 class RubricError(ValueError):
@@ -32,27 +33,32 @@ class Split:
     dataset: str
     test_size: float
     random_state: int
-    prediction_rows: int
+    prediction_rows: int  # how many first predictions of the test split the probe reports as a model's head
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One ``[[checks]]`` entry: its id (the gradebook column), kind, points, hints and parsed parameters."""
+
+    id: str
+    kind: str
+    points: int
+    hints: dict[str, str]  # language -> what to do when the check fails
+    params: Any
+
+    def hint(self, language: str) -> str:
+        return self.hints.get(language) or self.hints.get(DEFAULT_LANGUAGE, "")
 
 
 @dataclass(frozen=True)
 class Rubric:
     path: Path
     homework: str
-    experiment: str
-    min_runs: int
-    registered_model: str
-    param_or_tag: tuple[str, ...]
-    metrics: tuple[str, ...]
-    rank_by: str
-    production_by: str  # "stage" or "alias"
-    production_stage: str
-    production_alias: str
+    language: str | None  # the feedback's default language; `--lang` overrides it
+    checks: tuple[CheckSpec, ...]
     split: Split
     rmse_tolerance: float
     prediction_tolerance: float
-    points: dict[str, int]
-    hints: dict[str, str]  # what to do when a check fails, for the student
     limits: Limits
     probe_seconds: int
     kept_bytes: int
@@ -64,22 +70,100 @@ class Rubric:
     submission_bytes: int
     notebook_bytes: int
 
+    # What the rest of the grader derives from the checks: the one experiment and registered model they read,
+    # the served version, the ranking metric, the fields inspect keeps of each run.
+
+    @property
+    def check_ids(self) -> tuple[str, ...]:
+        return tuple(check.id for check in self.checks)
+
+    @property
+    def points(self) -> dict[str, int]:
+        return {check.id: check.points for check in self.checks}
+
     @property
     def max_score(self) -> int:
-        return sum(self.points.values())
+        return sum(check.points for check in self.checks)
+
+    @property
+    def experiment(self) -> str | None:
+        return next(iter(_values(self.checks, "experiment")), None)
+
+    @property
+    def registered_model(self) -> str | None:
+        return next(iter(_values(self.checks, "model")), None)
+
+    @property
+    def served(self) -> Selector | None:
+        """The version the probe re-scores for the checks of SERVED_KINDS."""
+        return next((check.params.selector for check in self.checks if check.kind in checks.SERVED_KINDS), None)
+
+    @property
+    def rescored(self) -> tuple[Selector, ...]:
+        """Versions besides the served one whose files the probe must re-score (gates the grader verifies)."""
+        return tuple(
+            check.params.selector
+            for check in self.checks
+            if check.kind == "alias_on_gated_version" and check.params.threshold is not None
+        )
 
     @property
     def production_label(self) -> str:
-        """How the notebook and the feedback name the Production version, e.g. stage 'Production'."""
-        if self.production_by == "alias":
-            return f"alias '{self.production_alias}'"
-        return f"stage '{self.production_stage}'"
+        """How the feedback names the served version, e.g. stage 'Production'."""
+        return self.served.label if self.served else ""
 
     @property
     def production_uri(self) -> str:
-        if self.production_by == "alias":
-            return f"models:/{self.registered_model}@{self.production_alias}"
-        return f"models:/{self.registered_model}/{self.production_stage}"
+        return self.served.uri if self.served else ""
+
+    @property
+    def rank_by(self) -> str:
+        """The metric that ranks runs (the best_run_is_served check's), else the first one a check names."""
+        ranked = self._ranking()
+        return ranked.metric if ranked else next(iter(self.metrics), "")
+
+    @property
+    def rank_direction(self) -> str:
+        ranked = self._ranking()
+        return ranked.direction if ranked else "min"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric the checks name: what inspect keeps of each run."""
+        named = _values(self.checks, "metrics") + _values(self.checks, "metric")
+        return tuple(dict.fromkeys(name for value in named for name in _listed(value)))
+
+    @property
+    def required_metrics(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for value in _values(self.checks, "metrics") for name in value))
+
+    @property
+    def param_or_tag(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(name for value in _values(self.checks, "params_or_tags") for name in value))
+
+    @property
+    def min_runs(self) -> int:
+        return next(iter(_values(self.checks, "min_runs")), 0)
+
+    @property
+    def artifact_reads(self) -> tuple[tuple[str, bool], ...]:
+        """(glob, whether its content is read) of the artifact checks: what inspect lists and reads of each run."""
+        return tuple(
+            (check.params.path, check.params.contains is not None)
+            for check in self.checks
+            if check.kind == "artifact_present"
+        )
+
+    def _ranking(self):
+        return next((check.params for check in self.checks if check.kind == "best_run_is_served"), None)
+
+
+def _values(specs, name: str) -> list:
+    return [getattr(spec.params, name) for spec in specs if getattr(spec.params, name, None) is not None]
+
+
+def _listed(value) -> tuple[str, ...]:
+    return value if isinstance(value, tuple) else (value,)
 
 
 class _Reader:
@@ -100,7 +184,7 @@ class _Reader:
                     return default
                 raise self.fail(key, "is missing")
             node = node[part]
-        # bool is an int in Python; a rubric saying `min_runs = true` is a mistake, not 1.
+        # bool is an int in Python; a rubric saying `wall_seconds = true` is a mistake, not 1.
         if isinstance(node, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
             raise self.fail(key, f"must be {_kind_name(kind)}, not {node!r}")
         if not isinstance(node, kind):
@@ -113,12 +197,6 @@ class _Reader:
             raise self.fail(key, f"must be positive, not {value!r}")
         return value
 
-    def names(self, key: str) -> tuple[str, ...]:
-        value = self.get(key, list)
-        if not value or not all(isinstance(item, str) and item for item in value):
-            raise self.fail(key, f"must be a non-empty list of names, not {value!r}")
-        return tuple(value)
-
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
     kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -128,12 +206,69 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     )
 
 
-def _hints(read: _Reader) -> dict[str, str]:
-    hints = read.get("hints", dict, default={})
-    unknown = sorted(set(hints) - set(CHECK_IDS))
-    if unknown:
-        raise read.fail("hints", f"names unknown checks {unknown}; the checks are {list(CHECK_IDS)}")
-    return {check: read.get(f"hints.{check}", str) for check in hints}
+def _check_spec(read: _Reader, index: int, table: Any, language: str | None) -> CheckSpec:
+    where = f"checks[{index}]"
+    if not isinstance(table, dict):
+        raise read.fail(where, f"must be a table ([[checks]]), not {table!r}")
+    check_id = table.get("id")
+    if not isinstance(check_id, str) or not CHECK_ID.fullmatch(check_id):
+        raise read.fail(f"{where}.id", f"must be a name of 1 to 64 characters among a-z, 0-9 and _, not {check_id!r}")
+
+    def fail(problem: str) -> RubricError:
+        return RubricError(f"rubric {read.path}: check '{check_id}': {problem}")
+
+    kind = table.get("kind")
+    try:
+        module = checks.kind(kind) if isinstance(kind, str) else None
+    except KeyError:
+        module = None
+    if module is None:
+        raise fail(f"unknown kind {kind!r}; the kinds are {', '.join(checks.KIND_NAMES)}")
+    points = table.get("points")
+    if isinstance(points, bool) or not isinstance(points, int):
+        raise fail(f"'points' must be an integer, not {points!r}")
+    if points < 0:
+        raise fail(f"'points' must not be negative, not {points}")
+    hints = {}
+    for key in CHECK_KEYS[3:]:
+        if key in table:
+            if not isinstance(table[key], str):
+                raise fail(f"'{key}' must be a string, not {table[key]!r}")
+            hints["en" if key == "hint" else key.removeprefix("hint_")] = table[key]
+    if language and language not in hints:
+        wanted = "hint" if language == "en" else f"hint_{language}"
+        raise fail(f"'{wanted}' is missing: the rubric's language is {language!r}")
+    own = {key: value for key, value in table.items() if key not in CHECK_KEYS}
+    try:
+        params = parse(module.Params, own)
+    except ParameterError as error:
+        raise fail(f"({kind}) {error}") from error
+    except TypeError as error:  # a dataclass refusing its arguments: a bug of the kind, said plainly
+        raise fail(f"({kind}) {error}; its parameters are: {describe(module.Params)}") from error
+    return CheckSpec(check_id, kind, points, hints, params)
+
+
+def _consistent(read: _Reader, specs: tuple[CheckSpec, ...]) -> None:
+    """One experiment, one registered model, one served version, one ranking per rubric (see README.md)."""
+    for name, what in (("experiment", "experiment"), ("model", "registered model")):
+        named = {spec.id: getattr(spec.params, name) for spec in specs if getattr(spec.params, name, None)}
+        if len(set(named.values())) > 1:
+            raise read.fail(
+                "checks", f"name several {what}s ({_pairs(named)}): a rubric grades one {what}, every check names it"
+            )
+    served = {spec.id: spec.params.selector for spec in specs if spec.kind in checks.SERVED_KINDS}
+    if len(set(served.values())) > 1:
+        shown = {check_id: selector.label for check_id, selector in served.items()}
+        raise read.fail("checks", f"select several served versions ({_pairs(shown)}): the re-scored checks share one")
+    ranked = {
+        spec.id: (spec.params.metric, spec.params.direction) for spec in specs if spec.kind == "best_run_is_served"
+    }
+    if len(set(ranked.values())) > 1:
+        raise read.fail("checks", f"rank runs in several ways ({_pairs(ranked)}): runs are ranked one way")
+
+
+def _pairs(named: dict) -> str:
+    return ", ".join(f"{check_id}: {value}" for check_id, value in named.items())
 
 
 def load(path: str | Path) -> Rubric:
@@ -146,51 +281,52 @@ def load(path: str | Path) -> Rubric:
         raise RubricError(f"rubric {path}: not valid TOML ({error})") from error
     read = _Reader(path, data)
 
-    points = read.get("points", dict)
-    unknown = sorted(set(points) - set(CHECK_IDS))
+    language = data.get("language")
+    if language is not None and language not in LANGUAGES:
+        raise read.fail("language", f"must be one of {list(LANGUAGES)}, not {language!r}")
+    tables = read.get("checks", list)
+    if not tables:
+        raise read.fail("checks", "must list at least one check ([[checks]] tables)")
+    specs = tuple(_check_spec(read, index, table, language) for index, table in enumerate(tables))
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.id in seen:
+            raise read.fail("checks", f"has the id '{spec.id}' twice: each check's id is its own gradebook column")
+        seen.add(spec.id)
+    _consistent(read, specs)
+    if "max_score" in data and read.get("max_score", int) != sum(spec.points for spec in specs):
+        total = sum(spec.points for spec in specs)
+        raise read.fail("max_score", f"is {data['max_score']}, but the checks' points add up to {total}")
+    unknown = sorted(set(data) - {"homework", "language", "max_score", "data", "tolerance", "limits", "checks"})
     if unknown:
-        raise read.fail("points", f"names unknown checks {unknown}; the checks are {list(CHECK_IDS)}")
-    for check in CHECK_IDS:
-        if read.get(f"points.{check}", int, default=0) < 0:
-            raise read.fail(f"points.{check}", "must not be negative")
+        raise read.fail(
+            unknown[0],
+            "is not a rubric key: the top level holds homework, language, max_score, "
+            "[data], [tolerance], [limits] and the [[checks]]",
+        )
 
-    production_by = read.get("production.by", str, default="stage")
-    if production_by not in ("stage", "alias"):
-        raise read.fail("production.by", f"must be 'stage' or 'alias', not {production_by!r}")
     dataset = read.get("data.dataset", str)
     if dataset not in DATASETS:
         raise read.fail("data.dataset", f"must be one of {list(DATASETS)}, not {dataset!r}")
     test_size = read.positive("data.test_size", float)
     if test_size >= 1:
         raise read.fail("data.test_size", f"must be a fraction below 1, not {test_size!r}")
-    metrics = read.names("run_fields.metrics")
-    rank_by = read.get("run_fields.rank_by", str)
-    if rank_by not in metrics:
-        raise read.fail("run_fields.rank_by", f"must be one of run_fields.metrics {list(metrics)}, not {rank_by!r}")
+    rows = [spec.params.rows for spec in specs if spec.kind == "final_cell_predicts"]
 
     wall_seconds = read.positive("limits.wall_seconds")
     return Rubric(
         path=path,
         homework=read.get("homework", str),
-        experiment=read.get("experiment", str),
-        min_runs=read.positive("min_runs"),
-        registered_model=read.get("registered_model", str),
-        param_or_tag=read.names("run_fields.param_or_tag"),
-        metrics=metrics,
-        rank_by=rank_by,
-        production_by=production_by,
-        production_stage=read.get("production.stage", str, default="Production"),
-        production_alias=read.get("production.alias", str, default="champion"),
+        language=language,
+        checks=specs,
         split=Split(
             dataset=dataset,
             test_size=test_size,
             random_state=read.get("data.random_state", int),
-            prediction_rows=read.positive("data.prediction_rows"),
+            prediction_rows=max(rows, default=DEFAULT_PREDICTION_ROWS),
         ),
         rmse_tolerance=read.positive("tolerance.rmse", (int, float)),
         prediction_tolerance=read.positive("tolerance.prediction", (int, float)),
-        points={check: read.get(f"points.{check}", int, default=0) for check in CHECK_IDS},
-        hints=_hints(read),
         limits=Limits(
             wall_seconds=wall_seconds,
             cell_seconds=min(read.positive("limits.cell_seconds"), wall_seconds),

@@ -27,12 +27,13 @@ import nbformat
 import pytest
 
 from grader import sandbox
-from grader.rubric import CHECK_IDS
+from grader.rubric import load
 from tests.isolation import require_bwrap
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = Path(__file__).resolve().parent / "adversarial"
 RUBRIC = REPO / "homework" / "homework-195.rubric.toml"
+CHECK_IDS = load(RUBRIC).check_ids
 TIMEOUT_SECONDS = 120
 # Smaller than the homework's so the batch stays short: two runs suffice, a stuck cell gives up sooner.
 TEST_RUBRIC_VALUES = {"min_runs": 2, "cell_seconds": 45, "memory_mb": 1536, "max_processes": 128, "probe_seconds": 60}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from grader.rubric import CHECK_IDS, RubricError, load
+from grader.rubric import RubricError, load
 
 RUBRIC = Path(__file__).resolve().parents[1] / "homework" / "homework-195.rubric.toml"
 
@@ -18,21 +18,22 @@ def test_homework_rubric_loads_with_every_rule():
     assert rubric.registered_model == "housing-best"
     assert rubric.production_uri == "models:/housing-best/Production"
     assert (rubric.split.dataset, rubric.split.test_size, rubric.split.random_state) == ("california_housing", 0.2, 42)
-    assert set(rubric.points) == set(CHECK_IDS)
+    assert list(rubric.points) == list(rubric.check_ids) == [check.id for check in rubric.checks]
+    assert rubric.rank_by == "rmse_test" and rubric.metrics == ("rmse_test", "r2_test")
     assert rubric.max_score == sum(rubric.points.values())
     assert rubric.limits.cell_seconds <= rubric.limits.wall_seconds
 
 
-def rewritten(tmp_path: Path, old: str, new: str) -> Path:
+def rewritten(tmp_path: Path, old: str, new: str, count: int = 1) -> Path:
     text = RUBRIC.read_text()
     assert old in text, f"fixture out of date: {old!r} is not in the rubric"
     path = tmp_path / "rubric.toml"
-    path.write_text(text.replace(old, new, 1))
+    path.write_text(text.replace(old, new, count))
     return path
 
 
 def test_alias_option_loads_models_by_alias(tmp_path):
-    rubric = load(rewritten(tmp_path, '\nby = "stage"', '\nby = "alias"'))
+    rubric = load(rewritten(tmp_path, 'stage = "Production"', 'alias = "champion"', -1))
     assert rubric.production_uri == "models:/housing-best@champion"
     assert rubric.production_label == "alias 'champion'"
 
@@ -40,17 +41,40 @@ def test_alias_option_loads_models_by_alias(tmp_path):
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("min_runs = 10", "", "'min_runs' is missing"),
+        ("min_runs = 10", "", "check 'runs': (run_count) 'min_runs' is missing; its parameters are: experiment"),
         ("min_runs = 10", 'min_runs = "ten"', "'min_runs' must be an integer, not 'ten'"),
         ("min_runs = 10", "min_runs = true", "'min_runs' must be an integer, not True"),
         ("min_runs = 10", "min_runs = 0", "'min_runs' must be positive"),
-        ("metrics_honest = 0", "metrics_honest = 0\nhonesty = 3", "names unknown checks ['honesty']"),
-        ("runs = 2", "runs = -2", "'points.runs' must not be negative"),
-        ('\nby = "stage"', '\nby = "tag"', "'production.by' must be 'stage' or 'alias'"),
+        ("min_runs = 10", "min_runs = 10\nminimum = 3", "unknown parameter 'minimum'; its parameters are: experiment"),
+        ('kind = "run_count"', 'kind = "run_total"', "check 'runs': unknown kind 'run_total'; the kinds are"),
+        ('id = "run_fields"', 'id = "runs"', "has the id 'runs' twice"),
+        ('id = "runs"', 'id = "Runs!"', "'checks[1].id' must be a name"),
+        ("points = 2", "points = -2", "check 'runs': 'points' must not be negative"),
+        ("max_score = 16", "max_score = 17", "'max_score' is 17, but the checks' points add up to 16"),
+        ('language = "en"', 'language = "fr"', "'language' must be one of ['en', 'es']"),
+        ('stage = "Production"', 'stage = "Production"\nalias = "champion"', "gives 'stage', 'alias': it selects one"),
+        (
+            'stage = "Production"',
+            'stage = "production"',
+            "'stage' must be one of ['Staging', 'Production', 'Archived']",
+        ),
+        ('stage = "Production"\nhint', "hint", "check 'registered': (registered_version) selects no version"),
+        (
+            'metric = "rmse_test"',
+            "metric = 3",
+            "check 'best_is_production': (best_run_is_served) 'metric' must be a string",
+        ),
+        ('direction = "min"', 'direction = "down"', "'direction' must be one of 'min', 'max', not 'down'"),
+        ('params_or_tags = ["model_type"]\nmetrics = ["rmse_test", "r2_test"]', "", "names no field"),
+        ('params_or_tags = ["model_type"]', 'params_or_tags = [""]', "'params_or_tags' must be a list of names"),
+        ('experiment = "homework-195"\nmin_runs', 'experiment = "hw"\nmin_runs', "name several experiments"),
+        (
+            'model = "housing-best"\nstage = "Production"\nrows',
+            'model = "housing-best"\nalias = "a"\nrows',
+            "select several served versions",
+        ),
         ('dataset = "california_housing"', 'dataset = "iris"', "'data.dataset' must be one of"),
         ("test_size = 0.2", "test_size = 1.5", "'data.test_size' must be a fraction below 1"),
-        ('rank_by = "rmse_test"', 'rank_by = "mae_test"', "'run_fields.rank_by' must be one of run_fields.metrics"),
-        ('param_or_tag = ["model_type"]', "param_or_tag = []", "'run_fields.param_or_tag' must be a non-empty list"),
         ("[limits]", "[limits\n", "not valid TOML"),
     ],
 )
@@ -60,6 +84,15 @@ def test_bad_rubric_is_refused_with_a_clear_message(tmp_path, old, new, message)
         load(path)
     assert message in str(raised.value)
     assert str(path) in str(raised.value)
+
+
+def test_a_hint_in_the_rubrics_language_is_required(tmp_path):
+    path = rewritten(tmp_path, 'language = "en"', 'language = "es"')
+    text = path.read_text()
+    first_spanish_hint = next(line for line in text.splitlines() if line.startswith("hint_es ="))
+    path.write_text(text.replace(first_spanish_hint, ""))
+    with pytest.raises(RubricError, match="check 'experiment': 'hint_es' is missing: the rubric's language is 'es'"):
+        load(path)
 
 
 def test_missing_rubric_file_is_a_rubric_error(tmp_path):

@@ -11,10 +11,11 @@ import pytest
 
 from grader.inspect import Inspection, RunFacts, VersionFacts
 from grader.probe import ModelScore, parse_answer
-from grader.rubric import CHECK_IDS, load
+from grader.rubric import load
 from grader.score import not_executed, score
 
 RUBRIC = load(Path(__file__).resolve().parents[1] / "homework" / "homework-195.rubric.toml")
+CHECK_IDS = RUBRIC.check_ids
 PREDICTIONS = [1.0000123 + index * 0.000731 for index in range(4128)]  # distinct and not round, like a model's
 
 
