@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from grader import grade_submission, intake, report
+from grader import grade_submission, intake, report, self_check
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
@@ -99,24 +99,9 @@ def summary_table(results: list[Result]) -> Table:
 
 def check_notebook(notebook: Path, rubric: Rubric, out: Path, console: Console) -> Result:
     """A student's self-check: the instructor's pipeline and rubric on one notebook, every check with a hint."""
-    console.print(
-        f"Checking {notebook} against {rubric.path.name}: the notebook runs in a fresh folder, then its store..."
-    )
+    self_check.say_checking(notebook, rubric, console)
     result = grade_submission(notebook, rubric, out, student=notebook.stem, self_check=True)
-    table = Table(title=f"Self-check of {notebook.name}", show_lines=True)
-    for column in ("check", "points", "found", "what to do"):
-        table.add_column(column, overflow="fold")
-    for check in result.checks:
-        mark = "[green]passed[/]" if check.passed else "[red]failed[/]"
-        hint = "" if check.passed else escape(check.hint or check.expected)
-        table.add_row(f"{check.id}\n{mark}", f"{check.points}/{check.max_points}", escape(check.message[:400]), hint)
-    console.print(table)
-    if result.status != "graded":
-        console.print(f"[red]{result.status}[/]: {escape(result.message[:500])}")
-    console.print(
-        f"[bold]Score: {result.score} / {result.max_score}[/] (self-check). The grade that counts is the one your "
-        f"instructor's grader gives. Details: {out / result.student / 'feedback.html'}"
-    )
+    self_check.show(result, notebook, out / result.student / "feedback.html", console)
     return result
 
 

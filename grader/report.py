@@ -17,8 +17,9 @@ from pathlib import Path
 
 import jinja2
 import nbformat
+from markupsafe import Markup, escape
 
-from grader import sandbox
+from grader import i18n, sandbox
 from grader.result import Result
 from grader.rubric import CHECK_IDS, Rubric
 
@@ -30,8 +31,9 @@ TEMPLATES = jinja2.Environment(
 )
 GRADEBOOK = "gradebook.csv"
 GRADEBOOK_COLUMNS = ["student", "status", "score", "max_score", *CHECK_IDS, "flags"]
+INDEX = "index.html"  # the class report, written by grader/class_report.py
 # The grader's own files at the top of OUT: a submission named like one would overwrite it.
-RESERVED_NAMES = frozenset({GRADEBOOK})
+RESERVED_NAMES = frozenset({GRADEBOOK, INDEX})
 PLOTTED_RUNS = 40  # the best ones; a plot of thousands of bars is neither readable nor small
 LISTED_RUNS = 200
 SHOWN_CHARS = 120  # of a run's name or model_type in the feedback
@@ -47,27 +49,51 @@ def executed_notebook_name(student: str) -> str:
     return name if len(name.encode()) <= 255 else "submission.ipynb"  # a file name has at most 255 bytes
 
 
-def write_submission(result: Result, notebook: nbformat.NotebookNode | None, folder: Path, rubric: Rubric) -> None:
+def language_of(result: Result, language: str | None = None) -> str:
+    """The language asked for, else the one the result was graded in (``--lang``, the rubric's), else English."""
+    return i18n.checked_language(language or getattr(result, "language", None))
+
+
+def html_words(language: str):
+    """``say(key, **values)``: a ``report`` template as HTML, its values escaped (``Markup`` values kept as such)."""
+    templates = i18n.messages("report", language).templates
+    return lambda key, /, **values: Markup(escape(templates[key])).format(**values)
+
+
+def code(text: object) -> Markup:
+    return Markup("<code>{}</code>").format(text)
+
+
+def status_meaning(status: str, language: str) -> str:
+    return i18n.messages("statuses", language).templates.get(status, "")
+
+
+def write_submission(
+    result: Result,
+    notebook: nbformat.NotebookNode | None,
+    folder: Path,
+    rubric: Rubric,
+    language: str | None = None,
+) -> None:
     """result.json, feedback.html and the executed notebook, within ``kept_bytes`` together."""
     folder.mkdir(parents=True, exist_ok=True)
+    language = language_of(result, language)
+    say = i18n.messages("report", language)
     notes = []
     summary = json.dumps(result.to_json(), indent=2) + "\n"
-    plot = _safe_plot(result.details.get("runs", []), rubric.rank_by, notes)
+    plot = _safe_plot(result.details.get("runs", []), rubric.rank_by, notes, language)
     executed = _executed_notebook(notebook, rubric) if notebook is not None else None
     budget = rubric.kept_bytes - len(summary.encode())
-    page = _feedback(result, rubric, plot, notes)
+    page = _feedback(result, rubric, plot, notes, language)
     if plot and len(page.encode()) > budget:
-        notes.append("The plot of your runs was left out: the page would be larger than the grader keeps.")
+        notes.append(say("feedback.plot_left_out"))
         plot = None
-        page = _feedback(result, rubric, plot, notes)
+        page = _feedback(result, rubric, plot, notes, language)
     budget -= len(page.encode())
     if executed is not None and len(executed.encode()) > budget:
-        notes.append(
-            f"The executed notebook was not kept: {len(executed.encode())} bytes, more than the {max(budget, 0)} "
-            "left of what the grader keeps per submission."
-        )
+        notes.append(say("feedback.notebook_not_kept", size=len(executed.encode()), budget=max(budget, 0)))
         executed = None
-        page = _feedback(result, rubric, plot, notes)
+        page = _feedback(result, rubric, plot, notes, language)
     (folder / "result.json").write_text(summary)
     (folder / "feedback.html").write_text(page, errors="backslashreplace")
     if executed is not None:
@@ -103,14 +129,31 @@ def _spreadsheet_safe(text: str) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _feedback(result: Result, rubric: Rubric, plot: str | None, notes: list[str]) -> str:
+def _feedback(result: Result, rubric: Rubric, plot: str | None, notes: list[str], language: str) -> str:
     runs = result.details.get("runs", [])
     listed = [
         {**run, "name": _shown(run["name"]), "model_type": _shown(run["model_type"])} for run in runs[:LISTED_RUNS]
     ]
+    say = html_words(language)
     return TEMPLATES.get_template("feedback.html.j2").render(
-        result=result, rubric=rubric, plot=plot, notes=notes, runs=listed, unlisted=len(runs) - len(listed)
+        result=result,
+        rubric=rubric,
+        plot=plot,
+        notes=notes,
+        runs=listed,
+        unlisted=len(runs) - len(listed),
+        language=language,
+        say=say,
+        code=code,
+        status_meaning=status_meaning(result.status, language),
+        production_label=_production_label(rubric, say),
     )
+
+
+def _production_label(rubric: Rubric, say) -> Markup | str:
+    if getattr(rubric, "production_by", None) == "alias":
+        return say("feedback.alias_label", alias=rubric.production_alias)
+    return say("feedback.stage_label", stage=getattr(rubric, "production_stage", "Production"))
 
 
 def _executed_notebook(notebook: nbformat.NotebookNode, rubric: Rubric) -> str:
@@ -142,15 +185,15 @@ def _shown(text: str | None) -> str | None:
     return text if text is None or len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
 
 
-def _safe_plot(runs: list[dict], rank_by: str, notes: list[str]) -> str | None:
+def _safe_plot(runs: list[dict], rank_by: str, notes: list[str], language: str) -> str | None:
     try:
-        return _runs_plot(runs, rank_by)
+        return _runs_plot(runs, rank_by, language)
     except Exception as error:  # the plot is a convenience: its failure must not cost the feedback or the grade
-        notes.append(f"The plot of your runs could not be drawn ({type(error).__name__}).")
+        notes.append(i18n.messages("report", language)("feedback.plot_failed", error=type(error).__name__))
         return None
 
 
-def _runs_plot(runs: list[dict], rank_by: str) -> str | None:
+def _runs_plot(runs: list[dict], rank_by: str, language: str = i18n.DEFAULT_LANGUAGE) -> str | None:
     """A PNG (base64) of the best runs' metric, best at the top, the Production run marked."""
     ranked = [run for run in runs if run["metric"] is not None][:PLOTTED_RUNS]
     if not ranked:
@@ -167,11 +210,13 @@ def _runs_plot(runs: list[dict], rank_by: str) -> str | None:
     axes.barh(range(len(ranked)), [run["metric"] for run in ranked], color=colours)
     axes.set_yticks(range(len(ranked)), labels)
     axes.invert_yaxis()
-    axes.set_xlabel(f"{rank_by} (lower is better)")
+    say = i18n.messages("report", language)
+    axes.set_xlabel(say("feedback.plot_axis", metric=rank_by).replace("$", r"\$"))
     for index, run in enumerate(ranked):
         if run["production"]:
-            axes.annotate(" Production", (run["metric"], index), va="center", color="#d62728", fontweight="bold")
-    axes.set_title("Your runs; red: the run of the Production version")
+            marker = say("feedback.plot_marker")
+            axes.annotate(marker, (run["metric"], index), va="center", color="#d62728", fontweight="bold")
+    axes.set_title(say("feedback.plot_title"))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
