@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from grader import grade_submission, intake, report, self_check
+from grader import class_report, grade_submission, i18n, intake, report, self_check
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
@@ -63,9 +63,11 @@ def grade_folder(
             results.append(result)
             # After every submission: a grader killed mid-batch loses only the rows still in flight.
             report.write_gradebook(results, out)
+            class_report.write_index(results, rubric, out, pending=len(found) - len(results))
             progress.update(task, advance=1, description=f"{result.student}: {result.status}")
     results.sort(key=lambda result: result.student)
     report.write_gradebook(results, out)
+    class_report.write_index(results, rubric, out)
     console.print(summary_table(results))
     unisolated = [result for result in results if "not_isolated" in result.flags]
     if unisolated:
@@ -122,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     release = commands.add_parser("release", help="write the student edition of the kit (no solutions)")
     release.add_argument("folder", type=Path, help="e.g. release/ (emptied first)")
     release.add_argument("--binder-repo", default=None, help="OWNER/NAME of the edition's public repository")
+    bundle = commands.add_parser("gradescope-bundle", help="build the autograder zip to upload to Gradescope")
+    bundle.add_argument("--rubric", type=Path, required=True, help="e.g. homework/homework-195.rubric.toml")
+    bundle.add_argument("--out", type=Path, default=Path("autograder.zip"), help="default: autograder.zip")
+    gradescope_run = commands.add_parser("gradescope-run", help="on Gradescope: grade ROOT/submission")
+    gradescope_run.add_argument("--rubric", type=Path, required=True)
+    gradescope_run.add_argument("--root", type=Path, default=Path("/autograder"), help="default: /autograder")
+    gradescope_run.add_argument("--lang", choices=i18n.LANGUAGES, help="default: the rubric's, else English")
+    gradescope_run.add_argument("--check-setup", action="store_true", help="load the rubric, try the sandbox")
     args = parser.parse_args(argv)
 
     console = Console(stderr=True)
@@ -129,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args, console)
     if args.command == "release":
         return _release(args, console)
+    if args.command.startswith("gradescope-"):
+        from grader import gradescope
+
+        return gradescope.command(args, console)
     try:
         rubric = load_rubric(args.rubric)
     except RubricError as error:

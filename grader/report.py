@@ -8,12 +8,15 @@ loses a part (the plot, the notebook) with a note, never the score.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import jinja2
 import nbformat
@@ -85,11 +88,11 @@ def write_submission(
     executed = _executed_notebook(notebook, rubric) if notebook is not None else None
     budget = rubric.kept_bytes - len(summary.encode())
     page = _feedback(result, rubric, plot, notes, language)
-    if plot and len(page.encode()) > budget:
+    if plot and len(page.encode(errors="backslashreplace")) > budget:
         notes.append(say("feedback.plot_left_out"))
         plot = None
         page = _feedback(result, rubric, plot, notes, language)
-    budget -= len(page.encode())
+    budget -= len(page.encode(errors="backslashreplace"))
     if executed is not None and len(executed.encode()) > budget:
         notes.append(say("feedback.notebook_not_kept", size=len(executed.encode()), budget=max(budget, 0)))
         executed = None
@@ -106,22 +109,33 @@ def discard_artifacts(workdir: Path) -> None:
 
 
 def write_gradebook(results: list[Result], out: Path) -> Path:
-    """One row per student, sorted, replaced atomically: a reader (or a killed grader) never sees half a file."""
+    """One row per student, sorted, replaced atomically: a reader (or a killed grader) never sees half a file.
+
+    UTF-8 without a byte-order mark, comma-separated, CRLF line ends (RFC 4180): what Moodle's and Canvas's
+    grade imports read as-is (homework/README.md documents the columns and the choice).
+    """
     path = out / GRADEBOOK
-    descriptor, partial = tempfile.mkstemp(prefix=".gradebook-", suffix=".csv", dir=out)
+    with replaced_atomically(path, newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(GRADEBOOK_COLUMNS)
+        for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
+            row = [_spreadsheet_safe(result.student), result.status, result.score, result.max_score]
+            writer.writerow(row + [result.points(check) for check in CHECK_IDS] + [" ".join(result.flags)])
+    return path
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path, newline: str | None = None) -> Iterator[TextIO]:
+    """A text stream whose content replaces ``path`` in one rename when the block ends, or never."""
+    descriptor, partial = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     try:
         # A file name need not be valid UTF-8: its undecodable bytes are written as escapes, never a crash.
-        with os.fdopen(descriptor, "w", newline="", encoding="utf-8", errors="backslashreplace") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(GRADEBOOK_COLUMNS)
-            for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
-                row = [_spreadsheet_safe(result.student), result.status, result.score, result.max_score]
-                writer.writerow(row + [result.points(check) for check in CHECK_IDS] + [" ".join(result.flags)])
+        with os.fdopen(descriptor, "w", newline=newline, encoding="utf-8", errors="backslashreplace") as stream:
+            yield stream
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _spreadsheet_safe(text: str) -> str:
