@@ -164,10 +164,17 @@ def _feedback(result: Result, rubric: Rubric, plot: str | None, notes: list[str]
     )
 
 
-def _production_label(rubric: Rubric, say) -> Markup | str:
-    if getattr(rubric, "production_by", None) == "alias":
-        return say("feedback.alias_label", alias=rubric.production_alias)
-    return say("feedback.stage_label", stage=getattr(rubric, "production_stage", "Production"))
+def _production_label(rubric: Rubric, say) -> Markup | None:
+    """How the page names the version the rubric serves ("in stage 'Production'"); None if it serves none."""
+    served = getattr(rubric, "served", None)  # a rubric of checks names it by a selector
+    if served is not None:
+        by, name = served.by, served.name
+    elif getattr(rubric, "registered_model", None) and hasattr(rubric, "production_stage"):
+        by = rubric.production_by
+        name = rubric.production_alias if by == "alias" else rubric.production_stage
+    else:
+        return None
+    return say(f"feedback.{by}_label", **{by: name})
 
 
 def _executed_notebook(notebook: nbformat.NotebookNode, rubric: Rubric) -> str:

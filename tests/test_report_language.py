@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -99,3 +100,17 @@ def test_rich_markup_in_a_message_is_printed_as_written():
     graded = failing()
     graded.checks[0].message = "[bold red]fake[/] [link=http://evil]x[/link]"
     assert "[bold red]fake[/] [link=http://evil]x[/link]" in console_output(graded, "en")
+
+
+@pytest.mark.parametrize(
+    ("by", "name", "english", "spanish"),
+    [
+        ("stage", "Production", "in stage &#39;Production&#39;", "en la etapa &#39;Production&#39;"),
+        ("alias", "champion", "with alias &#39;champion&#39;", "con el alias &#39;champion&#39;"),
+        ("version", "3", "number 3", "número 3"),
+    ],
+)
+def test_the_served_version_of_a_rubric_of_checks_is_named_in_each_language(by, name, english, spanish):
+    rubric = SimpleNamespace(served=SimpleNamespace(by=by, name=name))  # the rubric's selector (issue 16)
+    assert report._production_label(rubric, report.html_words("en")) == english
+    assert report._production_label(rubric, report.html_words("es")) == spanish
