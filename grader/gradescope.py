@@ -11,6 +11,7 @@ nothing a student's notebook or store says is rendered as HTML or Markdown.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -98,6 +99,8 @@ def run(root: Path, rubric: Rubric, language: str | None = None) -> Path:
     """Grade ``root/submission`` as Gradescope lays it out; write ``root/results/results.json`` and return it."""
     results = root / "results"
     results.mkdir(parents=True, exist_ok=True)
+    if language and hasattr(rubric, "language"):  # the rubric's language is what the checks' messages speak
+        rubric = dataclasses.replace(rubric, language=language)
     with tempfile.TemporaryDirectory(prefix="grading-", dir=root) as out:
         started = time.monotonic()
         result = grade_submission(root / "submission", rubric, out, student=STUDENT)
