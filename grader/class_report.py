@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
+from markupsafe import Markup
+
 from grader import i18n, report
 from grader.result import Result
 from grader.rubric import Rubric
@@ -77,6 +79,7 @@ def render(results: list[Result], rubric: Rubric, out: Path, language: str, pend
         unisolated=sum("not_isolated" in result.flags for result in results),
         links={result.student: feedback_link(out, result.student) for result in results},
         written=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        gradebook_link=Markup('<a href="{0}">{0}</a>').format(report.GRADEBOOK),
     )
 
 

@@ -79,7 +79,8 @@ def test_hostile_names_are_text_and_every_link_is_a_percent_encoded_relative_pat
     assert students == [HOSTILE, "=1+1", "José Ñúñez", "ana", "bad\\udcff", "nobody"]  # by name, as in the gradebook
     assert "%3Cimg%20src%3Dx%20onerror%3D%22alert%281%29%22%3E/feedback.html" in tables.links
     assert "bad%FF/feedback.html" in tables.links and "Jos%C3%A9%20%C3%91%C3%BA%C3%B1ez/feedback.html" in tables.links
-    for link in tables.links:
+    assert tables.links[-1] == "gradebook.csv"
+    for link in tables.links[:-1]:
         assert not link.startswith(("/", "javascript:", "http")) and link.endswith("/feedback.html")
     nobody = next(row for row in tables.tables["students"] if row[0] == "nobody")
     assert nobody[-1] == "no page"  # no feedback folder: no dead link
@@ -188,6 +189,11 @@ def test_a_real_batch_writes_the_page(tmp_path):
         "empty": "missing_notebook", "not-json": "invalid_notebook", "tiny": "graded"
     }  # fmt: skip
     assert students["tiny"][1] == "3 / 16"
-    assert sorted(tables.links) == ["empty/feedback.html", "not-json/feedback.html", "tiny/feedback.html"]
+    assert sorted(tables.links) == [
+        "empty/feedback.html",
+        "gradebook.csv",
+        "not-json/feedback.html",
+        "tiny/feedback.html",
+    ]
     rates = {row[0]: row[2] for row in tables.tables["checks"][1:]}
     assert rates["experiment"] == "1 / 3" and rates["run_fields"] == "1 / 3" and rates["runs"] == "0 / 3"
