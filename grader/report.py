@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 
 from grader import i18n, sandbox
 from grader.result import Result
-from grader.rubric import CHECK_IDS, Rubric
+from grader.rubric import Rubric
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("grader", "templates"),
@@ -33,7 +33,6 @@ TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
 )
 GRADEBOOK = "gradebook.csv"
-GRADEBOOK_COLUMNS = ["student", "status", "score", "max_score", *CHECK_IDS, "flags"]
 INDEX = "index.html"  # the class report, written by grader/class_report.py
 # The grader's own files at the top of OUT: a submission named like one would overwrite it.
 RESERVED_NAMES = frozenset({GRADEBOOK, INDEX})
@@ -111,16 +110,18 @@ def discard_artifacts(workdir: Path) -> None:
 def write_gradebook(results: list[Result], out: Path) -> Path:
     """One row per student, sorted, replaced atomically: a reader (or a killed grader) never sees half a file.
 
-    UTF-8 without a byte-order mark, comma-separated, CRLF line ends (RFC 4180): what Moodle's and Canvas's
-    grade imports read as-is (homework/README.md documents the columns and the choice).
+    A column per check of the rubric, in its order (every graded or rejected row lists them all). UTF-8 without
+    a byte-order mark, comma-separated, CRLF line ends (RFC 4180): what an LMS's grade import (Moodle's) and
+    every CSV reader take as-is; homework/README.md documents the columns and the choice.
     """
+    check_ids = list(dict.fromkeys(check.id for result in results for check in result.checks))
     path = out / GRADEBOOK
     with replaced_atomically(path, newline="") as stream:
         writer = csv.writer(stream)
-        writer.writerow(GRADEBOOK_COLUMNS)
+        writer.writerow(["student", "status", "score", "max_score", *check_ids, "flags"])
         for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
             row = [_spreadsheet_safe(result.student), result.status, result.score, result.max_score]
-            writer.writerow(row + [result.points(check) for check in CHECK_IDS] + [" ".join(result.flags)])
+            writer.writerow(row + [result.points(check) for check in check_ids] + [" ".join(result.flags)])
     return path
 
 

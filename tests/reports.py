@@ -8,10 +8,11 @@ from pathlib import Path
 import nbformat
 
 from grader.result import Check, Result
-from grader.rubric import CHECK_IDS, load
+from grader.rubric import load
 
 REPO = Path(__file__).resolve().parents[1]
 RUBRIC = load(REPO / "homework" / "homework-195.rubric.toml")
+CHECK_IDS = tuple(RUBRIC.points)  # the rubric's checks, in its order
 HOSTILE = '<img src=x onerror="alert(1)">'
 UNDECODABLE = b"bad\xff".decode(errors="surrogateescape")
 
