@@ -15,8 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from grader import grade_submission, intake, report
-from grader.i18n import LANGUAGES
+from grader import class_report, grade_submission, i18n, intake, report, self_check
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
@@ -72,9 +71,11 @@ def grade_folder(
             results.append(result)
             # After every submission: a grader killed mid-batch loses only the rows still in flight.
             report.write_gradebook(results, out)
+            class_report.write_index(results, rubric, out, pending=len(found) - len(results))
             progress.update(task, advance=1, description=f"{result.student}: {result.status}")
     results.sort(key=lambda result: result.student)
     report.write_gradebook(results, out)
+    class_report.write_index(results, rubric, out)
     console.print(summary_table(results))
     unisolated = [result for result in results if "not_isolated" in result.flags]
     if unisolated:
@@ -108,24 +109,9 @@ def summary_table(results: list[Result]) -> Table:
 
 def check_notebook(notebook: Path, rubric: Rubric, out: Path, console: Console, language: str | None = None) -> Result:
     """A student's self-check: the instructor's pipeline and rubric on one notebook, every check with a hint."""
-    console.print(
-        f"Checking {notebook} against {rubric.path.name}: the notebook runs in a fresh folder, then its store..."
-    )
+    self_check.say_checking(notebook, rubric, console, language)
     result = grade_submission(notebook, rubric, out, student=notebook.stem, self_check=True, language=language)
-    table = Table(title=f"Self-check of {notebook.name}", show_lines=True)
-    for column in ("check", "points", "found", "what to do"):
-        table.add_column(column, overflow="fold")
-    for check in result.checks:
-        mark = "[green]passed[/]" if check.passed else "[red]failed[/]"
-        hint = "" if check.passed else escape(check.hint or check.expected)
-        table.add_row(f"{check.id}\n{mark}", f"{check.points}/{check.max_points}", escape(check.message[:400]), hint)
-    console.print(table)
-    if result.status != "graded":
-        console.print(f"[red]{result.status}[/]: {escape(result.message[:500])}")
-    console.print(
-        f"[bold]Score: {result.score} / {result.max_score}[/] (self-check). The grade that counts is the one your "
-        f"instructor's grader gives. Details: {out / result.student / 'feedback.html'}"
-    )
+    self_check.show(result, notebook, out / result.student / "feedback.html", console, language)
     return result
 
 
@@ -139,15 +125,23 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--jobs", type=int, default=1, help="submissions graded at once (default 1)")
     grade.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the rubric's)")
     grade.add_argument("--keep-artifacts", action="store_true", help="keep each submission's MLflow store")
-    grade.add_argument("--lang", choices=LANGUAGES, help="language of the feedback (default: the rubric's, else en)")
+    grade.add_argument("--lang", choices=i18n.LANGUAGES, help="feedback language (default: the rubric's, else en)")
     check = commands.add_parser("check", help="check your own homework notebook before handing it in")
     check.add_argument("notebook", type=Path, help="e.g. homework/homework-195.ipynb")
     check.add_argument("--rubric", type=Path, help="default: the homework's rubric beside the notebook")
     check.add_argument("--out", type=Path, help="default: .self-check/ beside the notebook")
-    check.add_argument("--lang", choices=LANGUAGES, help="language of the messages (default: the rubric's, else en)")
+    check.add_argument("--lang", choices=i18n.LANGUAGES, help="messages language (default: the rubric's, else en)")
     release = commands.add_parser("release", help="write the student edition of the kit (no solutions)")
     release.add_argument("folder", type=Path, help="e.g. release/ (emptied first)")
     release.add_argument("--binder-repo", default=None, help="OWNER/NAME of the edition's public repository")
+    bundle = commands.add_parser("gradescope-bundle", help="build the autograder zip to upload to Gradescope")
+    bundle.add_argument("--rubric", type=Path, required=True, help="e.g. homework/homework-195.rubric.toml")
+    bundle.add_argument("--out", type=Path, default=Path("autograder.zip"), help="default: autograder.zip")
+    gradescope_run = commands.add_parser("gradescope-run", help="on Gradescope: grade ROOT/submission")
+    gradescope_run.add_argument("--rubric", type=Path, required=True)
+    gradescope_run.add_argument("--root", type=Path, default=Path("/autograder"), help="default: /autograder")
+    gradescope_run.add_argument("--lang", choices=i18n.LANGUAGES, help="default: the rubric's, else English")
+    gradescope_run.add_argument("--check-setup", action="store_true", help="load the rubric, try the sandbox")
     args = parser.parse_args(argv)
 
     console = Console(stderr=True)
@@ -155,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check(args, console)
     if args.command == "release":
         return _release(args, console)
+    if args.command.startswith("gradescope-"):
+        from grader import gradescope
+
+        return gradescope.command(args, console)
     try:
         rubric = load_rubric(args.rubric)
     except RubricError as error:

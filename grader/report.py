@@ -8,17 +8,21 @@ loses a part (the plot, the notebook) with a note, never the score.
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import io
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import jinja2
 import nbformat
+from markupsafe import Markup, escape
 
-from grader import sandbox
+from grader import i18n, sandbox
 from grader.result import Result
 from grader.rubric import Rubric
 
@@ -29,8 +33,9 @@ TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
 )
 GRADEBOOK = "gradebook.csv"
+INDEX = "index.html"  # the class report, written by grader/class_report.py
 # The grader's own files at the top of OUT: a submission named like one would overwrite it.
-RESERVED_NAMES = frozenset({GRADEBOOK})
+RESERVED_NAMES = frozenset({GRADEBOOK, INDEX})
 PLOTTED_RUNS = 40  # the best ones; a plot of thousands of bars is neither readable nor small
 LISTED_RUNS = 200
 SHOWN_CHARS = 120  # of a run's name or model_type in the feedback
@@ -46,27 +51,51 @@ def executed_notebook_name(student: str) -> str:
     return name if len(name.encode()) <= 255 else "submission.ipynb"  # a file name has at most 255 bytes
 
 
-def write_submission(result: Result, notebook: nbformat.NotebookNode | None, folder: Path, rubric: Rubric) -> None:
+def language_of(result: Result, language: str | None = None) -> str:
+    """The language asked for, else the one the result was graded in (``--lang``, the rubric's), else English."""
+    return i18n.checked_language(language or getattr(result, "language", None))
+
+
+def html_words(language: str):
+    """``say(key, **values)``: a ``report`` template as HTML, its values escaped (``Markup`` values kept as such)."""
+    templates = i18n.messages("report", language).templates
+    return lambda key, /, **values: Markup(escape(templates[key])).format(**values)
+
+
+def code(text: object) -> Markup:
+    return Markup("<code>{}</code>").format(text)
+
+
+def status_meaning(status: str, language: str) -> str:
+    return i18n.messages("statuses", language).templates.get(status, "")
+
+
+def write_submission(
+    result: Result,
+    notebook: nbformat.NotebookNode | None,
+    folder: Path,
+    rubric: Rubric,
+    language: str | None = None,
+) -> None:
     """result.json, feedback.html and the executed notebook, within ``kept_bytes`` together."""
     folder.mkdir(parents=True, exist_ok=True)
+    language = language_of(result, language)
+    say = i18n.messages("report", language)
     notes = []
     summary = json.dumps(result.to_json(), indent=2) + "\n"
-    plot = _safe_plot(result.details.get("runs", []), rubric.rank_by, notes)
+    plot = _safe_plot(result.details.get("runs", []), rubric.rank_by, notes, language)
     executed = _executed_notebook(notebook, rubric) if notebook is not None else None
     budget = rubric.kept_bytes - len(summary.encode())
-    page = _feedback(result, rubric, plot, notes)
-    if plot and len(page.encode()) > budget:
-        notes.append("The plot of your runs was left out: the page would be larger than the grader keeps.")
+    page = _feedback(result, rubric, plot, notes, language)
+    if plot and len(page.encode(errors="backslashreplace")) > budget:
+        notes.append(say("feedback.plot_left_out"))
         plot = None
-        page = _feedback(result, rubric, plot, notes)
-    budget -= len(page.encode())
+        page = _feedback(result, rubric, plot, notes, language)
+    budget -= len(page.encode(errors="backslashreplace"))
     if executed is not None and len(executed.encode()) > budget:
-        notes.append(
-            f"The executed notebook was not kept: {len(executed.encode())} bytes, more than the {max(budget, 0)} "
-            "left of what the grader keeps per submission."
-        )
+        notes.append(say("feedback.notebook_not_kept", size=len(executed.encode()), budget=max(budget, 0)))
         executed = None
-        page = _feedback(result, rubric, plot, notes)
+        page = _feedback(result, rubric, plot, notes, language)
     (folder / "result.json").write_text(summary)
     (folder / "feedback.html").write_text(page, errors="backslashreplace")
     if executed is not None:
@@ -80,23 +109,34 @@ def discard_artifacts(workdir: Path) -> None:
 
 def write_gradebook(results: list[Result], out: Path) -> Path:
     """One row per student, sorted, replaced atomically: a reader (or a killed grader) never sees half a file.
-    A column per check of the rubric, in its order (every graded or rejected row lists them all)."""
+
+    A column per check of the rubric, in its order (every graded or rejected row lists them all). UTF-8 without
+    a byte-order mark, comma-separated, CRLF line ends (RFC 4180): what an LMS's grade import (Moodle's) and
+    every CSV reader take as-is; homework/README.md documents the columns and the choice.
+    """
     check_ids = list(dict.fromkeys(check.id for result in results for check in result.checks))
     path = out / GRADEBOOK
-    descriptor, partial = tempfile.mkstemp(prefix=".gradebook-", suffix=".csv", dir=out)
+    with replaced_atomically(path, newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["student", "status", "score", "max_score", *check_ids, "flags"])
+        for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
+            row = [_spreadsheet_safe(result.student), result.status, result.score, result.max_score]
+            writer.writerow(row + [result.points(check) for check in check_ids] + [" ".join(result.flags)])
+    return path
+
+
+@contextlib.contextmanager
+def replaced_atomically(path: Path, newline: str | None = None) -> Iterator[TextIO]:
+    """A text stream whose content replaces ``path`` in one rename when the block ends, or never."""
+    descriptor, partial = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     try:
         # A file name need not be valid UTF-8: its undecodable bytes are written as escapes, never a crash.
-        with os.fdopen(descriptor, "w", newline="", encoding="utf-8", errors="backslashreplace") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["student", "status", "score", "max_score", *check_ids, "flags"])
-            for result in sorted(results, key=lambda result: result.student):  # re-grading yields the same file
-                row = [_spreadsheet_safe(result.student), result.status, result.score, result.max_score]
-                writer.writerow(row + [result.points(check) for check in check_ids] + [" ".join(result.flags)])
+        with os.fdopen(descriptor, "w", newline=newline, encoding="utf-8", errors="backslashreplace") as stream:
+            yield stream
         os.replace(partial, path)
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise
-    return path
 
 
 def _spreadsheet_safe(text: str) -> str:
@@ -104,14 +144,38 @@ def _spreadsheet_safe(text: str) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def _feedback(result: Result, rubric: Rubric, plot: str | None, notes: list[str]) -> str:
+def _feedback(result: Result, rubric: Rubric, plot: str | None, notes: list[str], language: str) -> str:
     runs = result.details.get("runs", [])
     listed = [
         {**run, "name": _shown(run["name"]), "model_type": _shown(run["model_type"])} for run in runs[:LISTED_RUNS]
     ]
+    say = html_words(language)
     return TEMPLATES.get_template("feedback.html.j2").render(
-        result=result, rubric=rubric, plot=plot, notes=notes, runs=listed, unlisted=len(runs) - len(listed)
+        result=result,
+        rubric=rubric,
+        plot=plot,
+        notes=notes,
+        runs=listed,
+        unlisted=len(runs) - len(listed),
+        language=language,
+        say=say,
+        code=code,
+        status_meaning=status_meaning(result.status, language),
+        production_label=_production_label(rubric, say),
     )
+
+
+def _production_label(rubric: Rubric, say) -> Markup | None:
+    """How the page names the version the rubric serves ("in stage 'Production'"); None if it serves none."""
+    served = getattr(rubric, "served", None)  # a rubric of checks names it by a selector
+    if served is not None:
+        by, name = served.by, served.name
+    elif getattr(rubric, "registered_model", None) and hasattr(rubric, "production_stage"):
+        by = rubric.production_by
+        name = rubric.production_alias if by == "alias" else rubric.production_stage
+    else:
+        return None
+    return say(f"feedback.{by}_label", **{by: name})
 
 
 def _executed_notebook(notebook: nbformat.NotebookNode, rubric: Rubric) -> str:
@@ -143,15 +207,15 @@ def _shown(text: str | None) -> str | None:
     return text if text is None or len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS] + "…"
 
 
-def _safe_plot(runs: list[dict], rank_by: str, notes: list[str]) -> str | None:
+def _safe_plot(runs: list[dict], rank_by: str, notes: list[str], language: str) -> str | None:
     try:
-        return _runs_plot(runs, rank_by)
+        return _runs_plot(runs, rank_by, language)
     except Exception as error:  # the plot is a convenience: its failure must not cost the feedback or the grade
-        notes.append(f"The plot of your runs could not be drawn ({type(error).__name__}).")
+        notes.append(i18n.messages("report", language)("feedback.plot_failed", error=type(error).__name__))
         return None
 
 
-def _runs_plot(runs: list[dict], rank_by: str) -> str | None:
+def _runs_plot(runs: list[dict], rank_by: str, language: str = i18n.DEFAULT_LANGUAGE) -> str | None:
     """A PNG (base64) of the best runs' metric, best at the top, the Production run marked."""
     ranked = [run for run in runs if run["metric"] is not None][:PLOTTED_RUNS]
     if not ranked:
@@ -168,11 +232,13 @@ def _runs_plot(runs: list[dict], rank_by: str) -> str | None:
     axes.barh(range(len(ranked)), [run["metric"] for run in ranked], color=colours)
     axes.set_yticks(range(len(ranked)), labels)
     axes.invert_yaxis()
-    axes.set_xlabel(f"{rank_by} (lower is better)")
+    say = i18n.messages("report", language)
+    axes.set_xlabel(say("feedback.plot_axis", metric=rank_by).replace("$", r"\$"))
     for index, run in enumerate(ranked):
         if run["production"]:
-            axes.annotate(" Production", (run["metric"], index), va="center", color="#d62728", fontweight="bold")
-    axes.set_title("Your runs; red: the run of the Production version")
+            marker = say("feedback.plot_marker")
+            axes.annotate(marker, (run["metric"], index), va="center", color="#d62728", fontweight="bold")
+    axes.set_title(say("feedback.plot_title"))
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
