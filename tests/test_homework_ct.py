@@ -3,6 +3,7 @@ the task asks, and sample submissions graded by the rubric file alone to their e
 
 from __future__ import annotations
 
+import ast
 import csv
 import importlib.util
 import json
@@ -19,6 +20,7 @@ import pytest
 from grader.assign import BEGIN, END, render, targets
 from tests.notebooks import execute, unexplained_warnings
 from tests.test_homework import code_of, solution_lines
+from tests.test_lessons import LESSONS, log_model_calls
 
 REPO = Path(__file__).resolve().parents[1]
 HOMEWORK = REPO / "homework"
@@ -156,6 +158,24 @@ def test_the_student_edition_ships_the_homework_and_never_its_solution(tmp_path)
     assert f"src/{NAME}.ipynb" not in "\n".join(shipped)
 
 
+def test_the_lessons_show_every_call_the_solution_makes():
+    """A student meets in a lesson each function, method and import of the reference solution, and each log_model
+    with the keywords the solution passes."""
+    lessons = [nbformat.read(path, as_version=4) for path in LESSONS]
+    lesson_code = "\n".join(code_of(lesson) for lesson in lessons)
+    called = set()
+    for node in ast.walk(ast.parse(code_of(nbformat.read(SOLUTION, as_version=4)))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            called.add(node.func.attr)
+        elif isinstance(node, ast.ImportFrom):
+            called |= {alias.name for alias in node.names}
+    assert {"log_input", "evaluate", "validate_evaluation_results", "set_registered_model_alias"} <= called
+    assert sorted(name for name in called if name not in lesson_code) == []
+    shown = [call for lesson in LESSONS for call in log_model_calls(lesson)]
+    for flavor, keywords in log_model_calls(SOLUTION):
+        assert any(flavor == f and keywords <= k for f, k in shown), (flavor, keywords)
+
+
 # --- the solution runs and leaves what the task asks (checked with MLflow's client, not the grader) -----------------
 
 
@@ -185,10 +205,10 @@ def test_the_solution_leaves_the_store_the_rubric_grades(solved):
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     model = CHECK["champion_loads"]["model"]
-    versions = {v.version: v for v in client.search_model_versions(f"name = '{model}'")}
+    versions = {str(v.version): v for v in client.search_model_versions(f"name = '{model}'")}
     assert sorted(versions) == ["1", "2"]
     champion = client.get_model_version_by_alias(model, "champion")
-    assert champion.version == "2" and champion.tags["gate"] == "passed"
+    assert str(champion.version) == "2" and champion.tags["gate"] == "passed"
     assert (client.get_model_version(model, "1").tags["semver"], champion.tags["semver"]) == ("1.0.0", "1.1.0")
     experiment = client.get_experiment_by_name(CHECK["experiment"]["experiment"])
     runs = {run.info.run_id: run for run in client.search_runs([experiment.experiment_id])}
