@@ -51,8 +51,8 @@ HEALTH_TIMEOUT_SECONDS = {"postgres": 60, "s3": 60, "mlflow": ui.STARTUP_TIMEOUT
 # grace it is killed. PostgreSQL's "fast" shutdown (SIGINT) and MLflow stop within a second or two.
 STOP_SIGNALS = {"mlflow": signal.SIGTERM, "s3": signal.SIGTERM, "postgres": signal.SIGINT}
 STOP_GRACE_SECONDS = {"mlflow": 10, "s3": 3, "postgres": 30}
-START_ORDER = ("postgres", "s3", "mlflow")
 WATCH_INTERVAL_SECONDS = 1.0
+AUTH_CACHE_TTL_SECONDS = 300
 
 
 class TeamError(Exception):
@@ -209,21 +209,27 @@ def launch(command: list[str], log: Path, env: dict | None = None, user: str | N
     return {"pid": process.pid, "started": psutil.Process(process.pid).create_time()}
 
 
-def stop(name: str, record: dict) -> None:
-    """Signal the service's process group; kill what is still there after its grace period."""
-    if not alive(record):
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(record["pid"], STOP_SIGNALS.get(name, signal.SIGTERM))
-    deadline = time.monotonic() + STOP_GRACE_SECONDS.get(name, 10)
-    while time.monotonic() < deadline and group_alive(record["pid"]):
-        reap(record["pid"])
-        time.sleep(0.1)
-    for process in group_members(record["pid"]):
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    while group_alive(record["pid"]):
-        reap(record["pid"])
+def stop(processes: dict[str, dict]) -> None:
+    """Signal each service's process group at once; kill what is still there after its own grace period.
+
+    All at once, not one after the other: each needs a moment to stop, and none needs another to stop first.
+    """
+    signalled = {}
+    for name, record in processes.items():
+        if alive(record):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(record["pid"], STOP_SIGNALS.get(name, signal.SIGTERM))
+            signalled[name] = time.monotonic() + STOP_GRACE_SECONDS.get(name, 10)
+    while signalled:
+        for name, deadline in list(signalled.items()):
+            leader = processes[name]["pid"]
+            reap(leader)
+            if not group_alive(leader):
+                del signalled[name]
+            elif time.monotonic() > deadline:
+                for process in group_members(leader):
+                    with contextlib.suppress(psutil.Error):
+                        process.kill()
         time.sleep(0.05)
 
 
@@ -462,6 +468,9 @@ def start_mlflow(home: Home, secrets_: dict, ports: dict) -> dict:
         f"database_uri = {postgres_uri(ports['postgres'], AUTH_DATABASE)}\n"
         f"admin_username = {INSTRUCTOR}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "# A password check costs a deliberately slow hash (scrypt, ~0.15 s of CPU) on every request; MLflow's own\n"
+        "# cache skips it for a credential it verified in the last minutes. Changing or deleting a user clears it.\n"
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_SECONDS}\n"
     )
     command = ui.server_command(ports["mlflow"], postgres_uri(ports["postgres"]), ui.proxy_origins())
     command += ["--artifacts-destination", f"s3://{BUCKET}", "--app-name", "basic-auth"]
@@ -612,7 +621,7 @@ def up(home_path: Path | str | None = None, port: int | None = None, stop_with: 
 
 
 def down(home_path: Path | str | None = None) -> list[str]:
-    """Stop every service of the team (last started first); return the names of those that were running."""
+    """Stop every service of the team; return the names of those that were running."""
     home = Home(Path(home_path) if home_path else default_home())
     state = home.read_state()
     if state is None:
@@ -620,10 +629,8 @@ def down(home_path: Path | str | None = None) -> list[str]:
     was_running = [name for name, is_alive in running(state).items() if is_alive]
     watcher = state.get("watcher")
     if watcher and watcher["pid"] != os.getpid():
-        stop("watcher", watcher)
-    for name in reversed(START_ORDER):
-        if name in state["services"]:
-            stop(name, state["services"][name])
+        stop({"watcher": watcher})
+    stop(state["services"])
     remove_seaweed_sockets(state["ports"])
     home.state_file.unlink(missing_ok=True)
     return was_running
