@@ -2,6 +2,7 @@
 (papermill stops on the first failing cell) and prints no warning it does not explain."""
 
 import ast
+import importlib
 
 import nbformat
 import pytest
@@ -9,6 +10,10 @@ import pytest
 from tests.notebooks import REPO, execute, unexplained_warnings
 
 LESSONS = sorted((REPO / "lessons").glob("[0-9][0-9]_*.ipynb"))
+# Lessons that start services run end to end in their own module, once, with a home for the services and a skip
+# that names what is missing (lesson 06: PostgreSQL). Left out of the generic run below, not skipped in it.
+RUN_BY_THEIR_OWN_TEST = {"06_team_server": "tests.test_team"}
+RUN_HERE = [lesson for lesson in LESSONS if lesson.stem not in RUN_BY_THEIR_OWN_TEST]
 
 
 def test_lessons_exist():
@@ -47,8 +52,17 @@ def test_every_lesson_log_model_names_its_requirements():
     assert missing == []
 
 
+@pytest.mark.parametrize("stem", RUN_BY_THEIR_OWN_TEST)
+def test_lessons_left_out_here_are_run_by_their_own_test(stem):
+    """A lesson left out of the generic run must exist and be the one its module runs end to end."""
+    module = importlib.import_module(RUN_BY_THEIR_OWN_TEST[stem])
+    assert stem in [lesson.stem for lesson in LESSONS]
+    assert module.LESSON.stem == stem
+    assert "slow" in [mark.name for mark in module.test_lesson_runs_clean.pytestmark]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("lesson", LESSONS, ids=[lesson.stem for lesson in LESSONS])
+@pytest.mark.parametrize("lesson", RUN_HERE, ids=[lesson.stem for lesson in RUN_HERE])
 def test_lesson_runs_clean(lesson, tmp_path):
     executed = execute(lesson, tmp_path)
     assert unexplained_warnings(executed) == []

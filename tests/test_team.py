@@ -23,8 +23,8 @@ import pytest
 from mlflow import MlflowClient
 
 from coursekit import team
+from tests.browser import Chromium, needs_chromium
 from tests.notebooks import REPO, execute, unexplained_warnings
-from tests.test_ui import CHROMIUM, Chromium
 
 LESSON = REPO / "lessons" / "06_team_server.ipynb"
 ARTIFACTS = REPO / "test-artifacts"
@@ -40,9 +40,6 @@ def missing_postgres_reason() -> str | None:
 
 
 needs_postgres = pytest.mark.skipif(missing_postgres_reason() is not None, reason=str(missing_postgres_reason()))
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (scripts/system-deps.sh installs it when run as root)"
-)
 
 
 def new_home() -> Path:
