@@ -37,10 +37,11 @@ ui: venv
 	MLFLOW_TRACKING_URI=$(KIT_TRACKING_URI) $(BIN)/python -m coursekit.ui --port $(UI_PORT)
 
 # Lesson 06's team server in the foreground: PostgreSQL, SeaweedFS (S3) and `mlflow server` with basic-auth, on
-# free loopback ports (TEAM_PORT=5050 fixes MLflow's); Ctrl-C stops all three. It prints the URL and the passwords.
+# free loopback ports (TEAM_PORT=5050 fixes MLflow's; TEAM_HOME=DIR another folder for its data); Ctrl-C stops all
+# three. It prints the URL and the passwords.
 team: venv
 	@bash scripts/system-deps.sh postgresql
-	$(BIN)/python -m coursekit.team run $(if $(TEAM_PORT),--port $(TEAM_PORT))
+	$(BIN)/python -m coursekit.team run $(if $(TEAM_PORT),--port $(TEAM_PORT)) $(if $(TEAM_HOME),--home "$(TEAM_HOME)")
 
 data: venv
 	$(BIN)/python -m coursekit.housing $(if $(CAL_HOUSING_RAW),--raw "$(CAL_HOUSING_RAW)")

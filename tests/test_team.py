@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -129,6 +130,38 @@ def test_up_status_down_leave_nothing_running():
         }
         assert sockets_left == set()
     finally:
+        team.down(home)
+        shutil.rmtree(home.parent)
+
+
+@needs_postgres
+@pytest.mark.timeout(600)
+def test_make_team_runs_until_ctrl_c_and_leaves_nothing_running():
+    """`make team` in a terminal: the services run in the foreground; Ctrl-C (SIGINT to the terminal's foreground
+    process group: make, Python) stops all of them."""
+    home = new_home()
+    make = subprocess.Popen(["make", "-s", "team", f"TEAM_HOME={home}"], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    try:
+        printed = []
+        for line in make.stdout:
+            printed.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert (home / "state.json").exists(), "".join(printed)
+        state = json.loads((home / "state.json").read_text())
+        assert team.running(state) == {"postgres": True, "s3": True, "mlflow": True}
+        assert f"MLflow (basic-auth): {state['mlflow_url']}" in "".join(printed)
+        team.check_login(state["mlflow_url"], "ana", state["users"]["ana"])
+
+        os.killpg(make.pid, signal.SIGINT)
+        make.wait(timeout=120)
+        assert leftovers(home) == []
+        assert listening(state["ports"].values()) == []
+        assert not (home / "state.json").exists()
+    finally:
+        if make.poll() is None:
+            os.killpg(make.pid, signal.SIGKILL)
         team.down(home)
         shutil.rmtree(home.parent)
 
