@@ -551,7 +551,7 @@ def recover_or_refuse(home: Home) -> None:
     if all(status.values()) and status:
         raise TeamError(f"the team in {home.path} is already running ({state['mlflow_url']}): `down` stops it.")
     print(f"note: {home.state_file} is left from a run that did not stop cleanly; cleaning up.", flush=True)
-    down(home)
+    down(home.path)
     stale_pid_file = home.postgres / "data" / "postmaster.pid"
     if not status.get("postgres") and stale_pid_file.exists():
         stale_pid_file.unlink()
@@ -615,7 +615,7 @@ def up(home_path: Path | str | None = None, port: int | None = None, stop_with: 
             state["watcher"] = launch(watcher, home.logs / "watcher.log")
         home.write_private(home.state_file, state)
     except BaseException:
-        down(home)
+        down(home.path)
         raise
     return state
 
