@@ -391,6 +391,9 @@ def create_databases(secrets_: dict, port: int) -> None:
                     sql.Identifier(DATABASE_ROLE), sql.Literal(secrets_["postgres"][DATABASE_ROLE])
                 )
             )
+        # Lesson 06 drops MLflow's database WITH (FORCE), which must end every session in it: the server's, and
+        # any autovacuum worker's that happens to be there, which takes this role (the cluster serves no one else).
+        connection.execute(sql.SQL("GRANT pg_signal_backend TO {}").format(sql.Identifier(DATABASE_ROLE)))
         for database in (DATABASE, AUTH_DATABASE):
             if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone():
                 connection.execute(

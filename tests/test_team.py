@@ -262,6 +262,21 @@ def test_stale_folder_of_a_killed_team_is_recovered():
 
 
 @needs_postgres
+def test_a_service_that_dies_while_starting_is_a_clear_error_and_stops_the_others(monkeypatch):
+    """MLflow exits at once (here: a command that fails): `up` says so with its log, and stops what it started."""
+    home = new_home()
+    monkeypatch.setattr(team.ui, "server_command", lambda *args: [sys.executable, "-c", "raise SystemExit('no')"])
+    try:
+        with pytest.raises(team.TeamError, match=r"mlflow exited while starting; its log .* ends with:\nno"):
+            team.up(home)
+        assert leftovers(home) == []
+        assert not (home / "state.json").exists()
+    finally:
+        team.down(home)
+        shutil.rmtree(home.parent)
+
+
+@needs_postgres
 def test_wrong_password_is_a_clear_error(running_team):
     with pytest.raises(team.TeamError, match="refused 'ana': wrong password"):
         team.check_login(running_team["mlflow_url"], "ana", "not-anas-password")
