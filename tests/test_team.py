@@ -204,8 +204,16 @@ def test_two_members_share_runs_and_permissions_hold(running_team):
 # ---------------------------------------------------------------- the clear errors
 
 
-def test_missing_postgres_names_the_debian_package():
-    result = team_cli("up", "--home", str(new_home()), env={"COURSEKIT_PG_BINDIR": "/nonexistent"})
+@pytest.fixture
+def unused_home():
+    """A home for a team that must not start; the folder new_home() made goes afterwards."""
+    home = new_home()
+    yield home
+    shutil.rmtree(home.parent)
+
+
+def test_missing_postgres_names_the_debian_package(unused_home):
+    result = team_cli("up", "--home", str(unused_home), env={"COURSEKIT_PG_BINDIR": "/nonexistent"})
     assert result.returncode == 2
     assert "install the Debian package `postgresql`" in result.stderr
 
@@ -217,12 +225,12 @@ def test_missing_weed_names_the_pip_package(monkeypatch):
         team.weed_program()
 
 
-def test_taken_port_is_refused():
+def test_taken_port_is_refused(unused_home):
     with socket.socket() as occupant:
         occupant.bind((team.ui.LOOPBACK, 0))
         occupant.listen()
         port = occupant.getsockname()[1]
-        result = team_cli("up", "--home", str(new_home()), "--port", str(port))
+        result = team_cli("up", "--home", str(unused_home), "--port", str(port))
     assert result.returncode == 2
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
 
