@@ -17,7 +17,7 @@ JUPYTER_ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 # The notebook `make check` checks (another: make check NOTEBOOK=PATH).
 NOTEBOOK ?= homework/homework-195.ipynb
 
-.PHONY: check lint lab ui data venv system-deps clean
+.PHONY: check lint lab ui team data venv system-deps clean
 
 # A student's self-check: the instructor's grader and rubric on one notebook.
 check: venv data
@@ -35,6 +35,13 @@ lab: venv data
 
 ui: venv
 	MLFLOW_TRACKING_URI=$(KIT_TRACKING_URI) $(BIN)/python -m coursekit.ui --port $(UI_PORT)
+
+# Lesson 06's team server in the foreground: PostgreSQL, SeaweedFS (S3) and `mlflow server` with basic-auth, on
+# free loopback ports (TEAM_PORT=5050 fixes MLflow's; TEAM_HOME=DIR another folder for its data); Ctrl-C stops all
+# three. It prints the URL and the passwords.
+team: venv
+	@bash scripts/system-deps.sh postgresql
+	$(BIN)/python -m coursekit.team run $(if $(TEAM_PORT),--port $(TEAM_PORT)) $(if $(TEAM_HOME),--home "$(TEAM_HOME)")
 
 data: venv
 	$(BIN)/python -m coursekit.housing $(if $(CAL_HOUSING_RAW),--raw "$(CAL_HOUSING_RAW)")

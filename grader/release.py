@@ -34,11 +34,13 @@ SHARED = (
     "lessons",
     "scripts",
     "tests/__init__.py",
+    "tests/browser.py",
     "tests/notebooks.py",
     "tests/test_housing.py",
     "tests/test_lessons.py",
     "tests/test_notebook_harness.py",
     "tests/test_self_check.py",
+    "tests/test_team.py",  # runs lesson 06, which tests/test_lessons.py leaves to it
 )
 KIT_ONLY = ("coursekit/demo.py", "grader/assign.py")  # the instructor's tools: sample grading, solution split
 DEFAULT_BINDER_REPO = "mlflow-versioning-kit/mlflow-versioning-course"

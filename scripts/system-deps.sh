@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Install the Debian packages the kit uses, when we can (root): bubblewrap for the grader's sandbox, chromium for
-# the browser tests; or only those named as arguments. Without root, say what will be skipped.
+# the browser tests, postgresql for lesson 06's team server; or only those named as arguments. Without root, say what
+# will be skipped.
 set -euo pipefail
-if [ $# -gt 0 ]; then packages=("$@"); else packages=(bubblewrap chromium); fi
+if [ $# -gt 0 ]; then packages=("$@"); else packages=(bubblewrap chromium postgresql); fi
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -141,3 +141,11 @@ def test_jupyter_loads_the_proxy_config(binder):
     assert command[:4] == [str(binder.venv / "bin" / "python"), "-m", "mlflow", "server"]
     assert command[command.index("--backend-store-uri") + 1] == binder.store
     assert config["ServerApp"]["default_url"] == "/lab/tree/lessons"
+
+
+def test_the_team_servers_programs_come_with_the_image(binder):
+    """Lesson 06: repo2docker installs apt.txt's PostgreSQL; SeaweedFS's `weed` comes in requirements.txt's wheel."""
+    apt_packages = [line.split("#")[0].strip() for line in (BINDER / "apt.txt").read_text().splitlines()]
+    assert "postgresql" in apt_packages
+    found = binder.run("python", "-c", "from coursekit import team; print(team.weed_program())")
+    assert found.strip() == str(binder.venv / "bin" / "weed")

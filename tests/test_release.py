@@ -72,6 +72,9 @@ def test_the_edition_has_what_students_need_and_nothing_instructors_keep(edition
         "lessons/01_tracking.ipynb",
         "lessons/07_lineage.ipynb",
         "coursekit/lineage.py",
+        "lessons/06_team_server.ipynb",
+        "coursekit/team.py",
+        "tests/test_team.py",
         "binder/postBuild",
         "grader/__main__.py",
         "coursekit/housing.py",
@@ -82,6 +85,15 @@ def test_the_edition_has_what_students_need_and_nothing_instructors_keep(edition
     assert not [name for name in files if name.startswith(kept_back)]
     assert not [name for name in files if name.endswith(("mlflow.db", ".pyc")) or "/mlruns/" in name]
     assert f"mybinder.org/v2/gh/{BINDER_REPO}/main" in (edition / "README.md").read_text()
+
+
+def test_the_editions_make_team_runs_the_team_server(edition):
+    """Lesson 06's `make team` is in common.mk: the edition has the target, the module and the set-up script."""
+    dry_run = subprocess.run(["make", "-n", "team", "TEAM_PORT=5050"], cwd=edition, capture_output=True, text=True)
+    assert dry_run.returncode == 0, dry_run.stderr
+    assert "bash scripts/system-deps.sh postgresql" in dry_run.stdout
+    assert ".venv/bin/python -m coursekit.team run --port 5050" in dry_run.stdout
+    assert (edition / "scripts" / "system-deps.sh").exists() and (edition / "coursekit" / "team.py").exists()
 
 
 def test_release_refuses_to_empty_the_kit_or_its_tracked_folders():

@@ -7,7 +7,6 @@ headless Chromium opens its runs page under a hub-like host name.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -29,6 +28,7 @@ import websocket
 from mlflow import MlflowClient
 
 from coursekit import ui
+from tests.browser import Chromium, needs_chromium
 from tests.notebooks import REPO, WARNING_PATTERN, execute
 
 SOLUTION = REPO / "homework" / "solution" / "homework-195.ipynb"
@@ -36,10 +36,6 @@ ARTIFACTS = REPO / "test-artifacts"
 BINDER_HOST = "hub.mybinder.turing.ac.uk"
 # The browser reaches Jupyter under a hub-like name too; `.test` names resolve nowhere but in that browser.
 BROWSER_HOST = "hub.binder.test"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed (scripts/system-deps.sh installs it when run as root)"
-)
 
 
 def free_port() -> int:
@@ -369,73 +365,6 @@ def test_proxied_ui_answers_a_binder_host(jupyter):
     # MLflow's guard against cross-site requests still stands behind the proxy.
     status, body = search_experiments(f"{jupyter.url}/mlflow", from_the_hub("https://evil.example") | authorized)
     assert status == 403, body[:300]
-
-
-class Chromium:
-    """Headless Chromium driven over the DevTools protocol: Debian's browser, no driver, no download."""
-
-    def __init__(self, profile: Path, host_rules: str):
-        self.profile = profile
-        self.host_rules = host_rules
-        self.calls = 0
-
-    def __enter__(self) -> Chromium:
-        self.process = subprocess.Popen(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-             f"--user-data-dir={self.profile}", "--remote-debugging-port=0", "--window-size=1600,1000",
-             f"--host-resolver-rules={self.host_rules}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            self.socket = websocket.create_connection(self.page_socket(), timeout=30, suppress_origin=True)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def page_socket(self) -> str:
-        port_file = self.profile / "DevToolsActivePort"  # Chromium writes the port it picked there
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            return next(target for target in json.load(response) if target["type"] == "page")["webSocketDebuggerUrl"]
-
-    def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)  # the browser and its helper processes
-        self.process.wait(timeout=30)
-
-    def __exit__(self, *exc_info) -> None:
-        self.socket.close()
-        self.stop()
-
-    def call(self, method: str, **params) -> dict:
-        self.calls += 1
-        self.socket.send(json.dumps({"id": self.calls, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.socket.recv())
-            if message.get("id") == self.calls:
-                assert "error" not in message, message
-                return message["result"]
-
-    def text(self) -> str:
-        result = self.call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''")
-        return result["result"].get("value", "")
-
-    def open(self, url: str, until, timeout: float) -> str:
-        """Navigate to ``url``; return the page's text once ``until(text)`` holds, or when time runs out."""
-        self.call("Page.navigate", url=url)
-        deadline = time.monotonic() + timeout
-        while not until(text := self.text()) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return text
-
-    def screenshot(self, path: Path) -> None:
-        path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
 
 
 @needs_chromium
