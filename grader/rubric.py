@@ -83,11 +83,6 @@ class Rubric:
         return {check.id: check.points for check in self.checks}
 
     @property
-    def hints(self) -> dict[str, str]:
-        """The English hints, by check id."""
-        return {check.id: check.hints[DEFAULT_LANGUAGE] for check in self.checks if DEFAULT_LANGUAGE in check.hints}
-
-    @property
     def max_score(self) -> int:
         return sum(check.points for check in self.checks)
 
@@ -121,10 +116,6 @@ class Rubric:
     @property
     def production_uri(self) -> str:
         return self.served.uri if self.served else ""
-
-    @property
-    def production_by(self) -> str:
-        return self.served.by if self.served else ""
 
     @property
     def rank_by(self) -> str:
