@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import itertools
 import json
 import os
 import re
@@ -48,11 +49,14 @@ MAX_TABLE_ROWS = 100_000
 MAX_SCORED_MODELS = 200
 MAX_REFERENCE_HOPS = 5  # models:/NAME/VERSION may point at another models:/ URI; a chain this long is a loop
 # A run's artifacts are listed by the grader itself, never through a link, and only as far as these bounds.
-MAX_ARTIFACT_ENTRIES = 200  # per run
-MAX_LISTED_ARTIFACTS = 10_000  # per submission: past it, a run's artifacts are not listed (and say so)
+MAX_ARTIFACT_ENTRIES = 200  # files kept per run
+# Entries looked at (files, folders, links) per submission: past it, a run's artifacts are not listed (and say so).
+# Folders count too: a tree of empty folders would otherwise cost the grader time and keep nothing.
+MAX_LISTED_ARTIFACTS = 10_000
 MAX_ARTIFACT_DEPTH = 8
 ARTIFACT_HEAD_BYTES = 2**20  # read of a file whose content a check tests
-MAX_ARTIFACT_READS = 20  # files read per submission
+MAX_READS_PER_GLOB = 3  # files of one run read for one glob whose content a check tests
+MAX_READ_BYTES = 128 * 2**20  # read per submission: an honest homework reads one small file per run
 MAX_DATASET_INPUTS = 20  # per run
 MAX_TEXT_CHARS = 5000  # of a tag's value, a description, a dataset's name or digest: MLflow's own limit
 _deadline = {"at": float("inf")}  # when the current store read must stop (monotonic clock)
@@ -421,9 +425,14 @@ def _read_runs(client, reader: _FactReader, experiment_id: str, inside: Path, ru
         _run_facts(run, rubric, ready.get(run.info.run_id, []), failed.get(run.info.run_id, 0)) for run in runs
     ]
     if rubric.artifact_reads:
-        budget = {"reads": MAX_ARTIFACT_READS, "entries": MAX_LISTED_ARTIFACTS}
-        for run, found in zip(facts.runs, runs, strict=True):
-            _list_artifacts(run, found.info.artifact_uri, inside, rubric, budget)
+        roots = {run.run_id: found.info.artifact_uri or "" for run, found in zip(facts.runs, runs, strict=True)}
+        shared = _shared_artifact_folders(roots, inside)
+        budget = {"bytes": MAX_READ_BYTES, "entries": MAX_LISTED_ARTIFACTS}
+        for run in facts.runs:
+            if run.run_id in shared:
+                run.artifact_problem = f"its artifact folder is also run {shared[run.run_id][:8]}'s, or inside it"
+            else:
+                _list_artifacts(run, roots[run.run_id], inside, rubric, budget)
 
 
 def _read_versions(client, uri: str, reader: _FactReader, registered, inside: Path, rubric: Rubric) -> None:
@@ -533,45 +542,76 @@ def _dataset_input(entry) -> DatasetInputFacts:
     return DatasetInputFacts(_text(entry.dataset.name), _text(entry.dataset.digest), _text(context))
 
 
+def _shared_artifact_folders(roots: dict[str, str], inside: Path) -> dict[str, str]:
+    """Runs whose artifact folder is another run's, inside it or holding it, with that other run: MLflow gives each
+    run a folder of its own, so one file listed for several runs (artifact_uri edited) would count for each."""
+    owners: dict[Path, list[str]] = {}
+    for run_id, uri in roots.items():
+        if _inside(uri, inside):
+            owners.setdefault(_local_path(uri).resolve(), []).append(run_id)
+    shared: dict[str, str] = {}
+    for root, run_ids in owners.items():
+        others = [owner for parent in root.parents for owner in owners.get(parent, [])]
+        if len(run_ids) > 1 or others:
+            group = run_ids + others
+            for run_id in group:
+                shared.setdefault(run_id, next(other for other in group if other != run_id))
+    return shared
+
+
 def _list_artifacts(run: RunFacts, artifact_uri: str, inside: Path, rubric: Rubric, budget: dict[str, int]) -> None:
     """The run's artifact files, as the grader finds them on disk: links are neither followed nor listed, and the
-    content of a file is read (its head) only if a check tests it, at most MAX_ARTIFACT_READS per submission.
-    Listing is bounded in entries (per run and per submission) and by the store read's deadline."""
+    content of a file is read (its head) only if a check tests it (at most MAX_READS_PER_GLOB files per glob, and
+    MAX_READ_BYTES per submission). Listing is bounded in entries looked at, per run and per submission, and by the
+    store read's deadline."""
+    too_many = f"the submission's runs hold more than {MAX_LISTED_ARTIFACTS} artifacts in all"
     if budget["entries"] <= 0:
-        run.artifact_problem = f"the submission's runs hold more than {MAX_LISTED_ARTIFACTS} artifacts in all"
+        run.artifact_problem = too_many
         return
-    if not _inside(artifact_uri or "", inside):
+    if not _inside(artifact_uri, inside):
         run.artifact_problem = f"its artifact folder is outside the submission's folder ({str(artifact_uri)[:200]})"
         return
     root = _local_path(artifact_uri)
-    found: list[ArtifactFacts] = []
+    found: list[tuple[ArtifactFacts, Path]] = []  # each with where it is on disk
     pending = [(root, 0)]
     try:
-        while pending and len(found) < min(MAX_ARTIFACT_ENTRIES, budget["entries"]):
+        while pending and len(found) < MAX_ARTIFACT_ENTRIES:
             if time.monotonic() > _deadline["at"]:
                 raise TimeoutError(f"reading it took longer than {STORE_SECONDS} s")
             folder, depth = pending.pop()
             if not folder.is_dir() or folder.is_symlink():
                 continue
-            with os.scandir(folder) as entries:
-                for entry in sorted(entries, key=lambda entry: entry.name)[:MAX_ARTIFACT_ENTRIES]:
-                    if entry.is_dir(follow_symlinks=False) and depth < MAX_ARTIFACT_DEPTH:
-                        pending.append((Path(entry.path), depth + 1))
-                    elif entry.is_file(follow_symlinks=False):
-                        path = Path(entry.path).relative_to(root).as_posix()
-                        found.append(ArtifactFacts(path, entry.stat(follow_symlinks=False).st_size))
+            with os.scandir(folder) as scan:
+                entries = list(itertools.islice(scan, budget["entries"] + 1))
+            if len(entries) > budget["entries"]:
+                budget["entries"] = 0
+                run.artifact_problem = too_many
+                return
+            budget["entries"] -= len(entries)
+            for entry in sorted(entries, key=lambda entry: entry.name)[:MAX_ARTIFACT_ENTRIES]:
+                if entry.is_dir(follow_symlinks=False) and depth < MAX_ARTIFACT_DEPTH:
+                    pending.append((Path(entry.path), depth + 1))
+                elif entry.is_file(follow_symlinks=False):
+                    path = _printable(Path(entry.path).relative_to(root).as_posix())
+                    found.append((ArtifactFacts(path, entry.stat(follow_symlinks=False).st_size), Path(entry.path)))
     except TimeoutError:
         raise  # the whole read stops at its deadline (a TimeoutError is an OSError too)
     except OSError as error:
         run.artifact_problem = f"{type(error).__name__}: {error.strerror or error}"
         return
-    budget["entries"] -= len(found)
-    for artifact in found:
-        tested = any(read and fnmatch.fnmatchcase(artifact.path, glob) for glob, read in rubric.artifact_reads)
-        if tested and budget["reads"] > 0:
-            budget["reads"] -= 1
-            artifact.head = _head(root / artifact.path)
-    run.artifacts = sorted(found, key=lambda artifact: artifact.path)
+    for glob, read in rubric.artifact_reads:
+        tested = [(artifact, where) for artifact, where in found if read and fnmatch.fnmatchcase(artifact.path, glob)]
+        for artifact, where in tested[:MAX_READS_PER_GLOB]:
+            if not artifact.head and budget["bytes"] > 0:
+                artifact.head = _head(where)
+                budget["bytes"] -= max(len(artifact.head), 1)
+    run.artifacts = sorted((artifact for artifact, _ in found), key=lambda artifact: artifact.path)
+
+
+def _printable(name: str) -> str:
+    """A file name as text that can be shown and written: bytes that are not UTF-8 (which os.scandir hands over as
+    lone surrogates, unwritable in a page) become \\xNN escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _head(path: Path) -> bytes:

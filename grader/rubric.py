@@ -7,6 +7,7 @@ format and every kind are documented in ``grader/checks/README.md``.
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass
@@ -193,8 +194,8 @@ class _Reader:
 
     def positive(self, key: str, kind: type | tuple[type, ...] = int, default: Any = None) -> Any:
         value = self.get(key, kind, default)
-        if value <= 0:
-            raise self.fail(key, f"must be positive, not {value!r}")
+        if not 0 < value < math.inf:  # TOML has nan and inf: a tolerance of inf would accept any number
+            raise self.fail(key, f"must be positive and finite, not {value!r}")
         return value
 
 

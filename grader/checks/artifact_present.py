@@ -31,6 +31,8 @@ class Params(OfAnyVersion):
     def problem(self) -> str | None:
         if not self.path.strip():
             return "'path' must not be empty"
+        if self.path.startswith("/") or ".." in self.path.split("/"):
+            return f"'path' is a glob inside the run's artifact folder (e.g. 'drift/*.html'), not {self.path!r}"
         if self.min_bytes < 0:
             return f"'min_bytes' must not be negative, not {self.min_bytes!r}"
         if self.contains == "":

@@ -5,6 +5,7 @@ Limit: a description is the student's word: the check verifies it is there and n
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from grader.checks import Context, Outcome
@@ -33,10 +34,16 @@ def check(params: Params, context: Context) -> Outcome:
         if version is None:
             return Outcome(False, say("common.no_version", where=context.where(selector)))
         text, subject = version.description, say("description_present.of_version", version=version.version)
-    length = len("".join(text.split()))
+    length = visible_chars(text)
     if length >= params.min_chars:
         return Outcome(True, say("description_present.passed", subject=subject, length=length))
     return Outcome(False, say("description_present.failed", subject=subject, length=length, min_chars=params.min_chars))
+
+
+def visible_chars(text: str) -> int:
+    """Characters that show: not spaces, nor format characters (zero-width spaces and joiners, U+FEFF...) that
+    ``str.split`` keeps but no reader sees."""
+    return sum(1 for char in text if not char.isspace() and unicodedata.category(char) not in ("Cf", "Cc", "Zs"))
 
 
 def expectation(params: Params, context: Context) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ SELECTOR_FIELDS = ("stage", "alias", "version")
 RUN_SCOPES = ("every_run", "any_run", "served_run")
 MEASURES = ("rmse", "r2")  # what the grader computes itself on the canonical split
 MEASURE_DIRECTION = {"rmse": "min", "r2": "max"}
+# Names a check cannot do without: empty, the check could never pass (or would test nothing).
+NON_BLANK = ("experiment", "model", "tag", "value", "metric", "path")
+NON_NEGATIVE = ("tolerance",)  # a negative tolerance fails every honest number
 
 
 class ParameterError(ValueError):
@@ -91,6 +95,12 @@ def parse(params_class: type, table: dict[str, Any]) -> Any:
         except ParameterError as error:
             raise ParameterError(f"{error}; {_takes(params_class)}") from error
     params = params_class(**values)
+    for name in NON_BLANK:
+        if isinstance(getattr(params, name, None), str) and not getattr(params, name).strip():
+            raise ParameterError(f"'{name}' must not be empty")
+    for name in NON_NEGATIVE:
+        if (getattr(params, name, None) or 0) < 0:
+            raise ParameterError(f"'{name}' must not be negative, not {getattr(params, name)!r}")
     if isinstance(params, OfModel):
         _check_selector(params, table)
     problem = params.problem() if hasattr(params, "problem") else None
@@ -120,6 +130,9 @@ def _check_selector(params: OfModel, table: dict[str, Any]) -> None:
         raise ParameterError(f"gives {_quoted(given)}: it selects one version, by {allowed}")
     if not given and params.SELECTOR_REQUIRED:
         raise ParameterError(f"selects no version: give {allowed}")
+    version = getattr(params, "version", None)
+    if version is not None and version < 1:
+        raise ParameterError(f"'version' must be a version number (1 or more), not {version!r}")
     if params.stage is not None and params.stage not in STAGES:
         raise ParameterError(f"'stage' must be one of {list(STAGES)}, not {params.stage!r}")
     for by in ("alias", "stage"):
@@ -143,13 +156,13 @@ _NO = object()
 def _as(value: Any, kind: Any) -> Any:
     if typing.get_origin(kind) is Literal:
         return value if isinstance(value, str) and value in typing.get_args(kind) else _NO
-    if typing.get_origin(kind) is tuple:  # tuple[str, ...]: a list of non-empty names
-        ok = isinstance(value, list) and all(isinstance(item, str) and item for item in value)
+    if typing.get_origin(kind) is tuple:  # tuple[str, ...]: a non-empty list of non-blank names
+        ok = isinstance(value, list) and value and all(isinstance(item, str) and item.strip() for item in value)
         return tuple(value) if ok else _NO
     if isinstance(value, bool):  # bool is an int in Python; `count = true` is a mistake, not 1
         return value if kind is bool else _NO
-    if kind is float:
-        return float(value) if isinstance(value, int | float) else _NO
+    if kind is float:  # TOML has inf and nan: a tolerance of inf passes anything, a threshold of nan nothing
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else _NO
     return value if isinstance(value, kind) else _NO
 
 
@@ -160,7 +173,7 @@ def _type_name(hint: Any) -> str:
         return "one of " + ", ".join(repr(option) for option in typing.get_args(hint))
     if typing.get_origin(hint) is tuple:
         return "a list of names"
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(hint, str(hint))
+    return {str: "a string", int: "an integer", float: "a finite number", bool: "true or false"}.get(hint, str(hint))
 
 
 def _quoted(names: list[str]) -> str:

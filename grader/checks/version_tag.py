@@ -7,25 +7,56 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from re import _constants, _parser  # the pattern's structure, to refuse shapes that backtrack
 
 from grader.checks import Context, Outcome
 from grader.checks.common import SHOWN_CHARS, clipped, unread
 from grader.checks.params import OfAnyVersion
 
-MAX_VALUE_CHARS = 5000  # MLflow's own limit on a tag's value; a store edited behind its back may hold more
+# Longer values fail without being matched: a pattern tests a short tag (a version, a verdict, a hash), and even
+# a pattern without nested repetition can take polynomial time (`.*.*.*x`) on a value of MLflow's 5,000 chars.
+MAX_VALUE_CHARS = 300
+ANY_VALUE = ".+"  # the default pattern: linear on any value, so not bounded
 
 
 @dataclass(frozen=True, kw_only=True)
 class Params(OfAnyVersion):
     tag: str
-    pattern: str = ".+"
+    pattern: str = ANY_VALUE
 
     def problem(self) -> str | None:
+        if not self.pattern:
+            return "'pattern' must not be empty (leave it out to accept any non-empty value)"
         try:
-            re.compile(self.pattern)
+            parsed = _parser.parse(self.pattern)
         except re.error as error:
             return f"'pattern' is not a regular expression ({error}): {self.pattern!r}"
+        if _backtracks(parsed, repeated=False):
+            return (
+                f"'pattern' repeats a group that holds a repetition or an alternative ({self.pattern!r}): Python's "
+                "re can take exponential time on a student's value; write it without one (e.g. "
+                r"'v?\d+\.\d+\.\d+' rather than '(\d+\.?)+')"
+            )
         return None
+
+
+def _backtracks(parsed, repeated: bool) -> bool:
+    r"""Whether a repetition (``*``, ``+``, ``{m,n}`` with n > 1) holds another repetition or an alternation: the
+    shapes (``(a+)+``, ``(\w+\s?)+``, ``(a|ab)*``) on which a backtracking matcher takes exponential time."""
+    for op, argument in parsed:
+        if op in (_constants.MAX_REPEAT, _constants.MIN_REPEAT, _constants.POSSESSIVE_REPEAT):
+            _, high, inner = argument
+            many = high is _constants.MAXREPEAT or high > 1
+            if (many and repeated) or _backtracks(inner, repeated or many):
+                return True
+        elif op is _constants.BRANCH:
+            if repeated or any(_backtracks(branch, repeated) for branch in argument[1]):
+                return True
+        elif op in (_constants.SUBPATTERN, _constants.ASSERT, _constants.ASSERT_NOT) and _backtracks(
+            argument[-1], repeated
+        ):
+            return True
+    return False
 
 
 def check(params: Params, context: Context) -> Outcome:
@@ -40,7 +71,8 @@ def check(params: Params, context: Context) -> Outcome:
         return Outcome(False, say("version_tag.missing", version=version.version, tag=params.tag, tags=tags))
     value = version.tags[params.tag]
     shown = clipped(value, SHOWN_CHARS)
-    if len(value) > MAX_VALUE_CHARS or not re.fullmatch(params.pattern, value):
+    too_long = len(value) > MAX_VALUE_CHARS and params.pattern != ANY_VALUE
+    if too_long or not re.fullmatch(params.pattern, value):
         return Outcome(
             False,
             say("version_tag.mismatch", version=version.version, tag=params.tag, value=shown, pattern=params.pattern),
