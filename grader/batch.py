@@ -5,7 +5,8 @@ key (grader/regrade.py) → if OUT already holds the untouched result of that ke
 grades it with ``grade_submission`` and the result is recorded under its key. ``force`` grades everything.
 
 Executors are small and interchangeable; each takes staged submissions lazily (a bounded number in flight, so a
-class of thousands is never all in memory) and yields every one's Result as it finishes, with whether it came from
+class of thousands is never all in memory; with Dask, one per worker thread, as Dask counts a worker's death
+against every task it holds, running or waiting) and yields every one's Result as it finishes, with whether it came from
 the grading pipeline (recorded for re-use) or is the batch's own error row (never recorded: retried next run):
 - ``LocalPool(jobs)``, the default: threads on this machine, each grading pinned to its share of the cores. It
   imports neither dask nor distributed.
@@ -35,7 +36,7 @@ from grader.rubric import Rubric
 from grader.staging import Staged
 
 WORKER_DEATHS_ALLOWED = 1  # one retry on another worker, then an error row
-IN_FLIGHT_PER_SLOT = 2  # staged submissions waiting per grading slot: workers never idle, memory bounded
+IN_FLIGHT_PER_SLOT = 2  # in the local pool, submissions staged per slot: no slot waits for staging
 CONNECT_SECONDS = 30
 Outcome = tuple[Result, bool]  # the result, and whether the grading pipeline made it (so it may be re-used)
 
@@ -137,7 +138,7 @@ class DaskCluster:
                     grade_on_worker, submission, rubric, keep_artifacts, key=f"grade-{uuid.uuid4().hex}", pure=False
                 ),
                 staged,
-                slots * IN_FLIGHT_PER_SLOT,
+                slots,  # no more: a task waiting on a worker that dies counts that death against it too
                 lambda running: distributed.wait(running, return_when="FIRST_COMPLETED").done,
             )
             for submission, future in finished:
@@ -298,6 +299,7 @@ def _bounded(submit: Callable, items: Iterable, limit: int, wait_first: Callable
 
     top_up()
     while running:
-        for future in wait_first(list(running)):
+        done = wait_first(list(running))
+        for future in [future for future in running if future in done]:  # in the order they were submitted
             yield running.pop(future), future
         top_up()

@@ -2,7 +2,8 @@
 
 The key of a grading is a SHA-256 over
 - the submission as intake staged it (grader/staging.py): its files' bytes and paths, never a name's or a
-  time's say-so, so touching, renaming inside, or back-dating a file buys nothing, and any changed byte re-grades;
+  time's say-so, so touching or back-dating a file buys nothing, and any changed byte re-grades (a submission
+  intake refuses is keyed by its refusal: a change that leaves the same refusal leaves the same row);
 - the student's name (it is written into the result and the feedback);
 - the rubric's every value (points, limits, hints; ``--timeout`` included), not the path it was read from;
 - the grading environment: the bytes of the kit's own code (the grader and coursekit packages, templates and
