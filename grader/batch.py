@@ -218,22 +218,34 @@ def _worker_slots() -> CoreSlots:
 
 
 def _prepare_workers(client) -> int:
-    """Check every worker runs this kit in this environment, allow one retry, share cores; return the slots."""
+    """Check every worker is set up like this machine, allow one retry, share cores; return the grading slots."""
     workers = client.scheduler_info()["workers"]
     if not workers:
         client.wait_for_workers(1, timeout=CONNECT_SECONDS)
         workers = client.scheduler_info()["workers"]
-    expected = regrade.environment()
-    different = sorted(address for address, digest in client.run(regrade.environment).items() if digest != expected)
-    if different:
-        raise BatchError(
-            f"{len(different)} Dask worker(s) run other code or other packages than this machine "
-            f"({', '.join(different)}): every worker needs this kit's environment (make venv from the same "
-            "commit); see README"
-        )
+    expected, setups = worker_setup(), client.run(worker_setup)
+    for what, needs in (
+        ("environment", "this kit's code and packages (make venv from the same commit)"),
+        ("data", "the verified California Housing cache (make data)"),
+    ):
+        different = sorted(address for address, setup in setups.items() if setup[what] != expected[what])
+        if different:
+            raise BatchError(
+                f"{len(different)} Dask worker(s) lack {needs}, as this machine has it: {', '.join(different)}; "
+                "see the README's Dask section"
+            )
     client.run_on_scheduler(_allow_retries, allowed=WORKER_DEATHS_ALLOWED)
     _share_cores(client, workers)
     return sum(worker["nthreads"] for worker in workers.values())
+
+
+def worker_setup() -> dict[str, str | None]:
+    """What a worker must share with the client: the environment (regrade.environment) and the data cache the
+    probe splits, by digest (None: no cache)."""
+    from coursekit import housing
+
+    cache = sandbox.host_data_home() / housing.CACHE_FILE  # the path scikit-learn reads, without importing it
+    return {"environment": regrade.environment(), "data": housing.sha256_of(cache) if cache.is_file() else None}
 
 
 def _allow_retries(dask_scheduler, allowed: int) -> None:
