@@ -20,7 +20,6 @@ the grading pipeline (recorded for re-use) or is the batch's own error row (neve
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import os
 import queue
 import tempfile
@@ -155,7 +154,7 @@ class DaskCluster:
                     processes=True,
                     host="127.0.0.1",
                     scheduler_port=0,
-                    dashboard_address=None,
+                    dashboard_address="127.0.0.1:0",  # its HTTP server (health, metrics) on loopback, any free port
                 ) as cluster,
                 distributed.Client(cluster) as client,
             ):
@@ -209,12 +208,22 @@ def grade_on_worker(submission: Staged, rubric: Rubric, keep_artifacts: bool) ->
         sandbox.remove_tree(scratch)
 
 
+_WORKER_CORES: list[int] | None = None  # set by the client (_share_cores): this worker process's share
+
+
 @cache
 def _worker_slots() -> CoreSlots:
-    """A worker process's grading slots: one per thread it runs tasks in, each with its share of its cores."""
+    """A worker process's grading slots: one per thread it runs tasks in, each with its part of the worker's cores
+    (its share of the host, or all it sees)."""
     import distributed
 
-    return CoreSlots(distributed.get_worker().state.nthreads)
+    return CoreSlots(distributed.get_worker().state.nthreads, _WORKER_CORES)
+
+
+def _take_share(cores: list[int]) -> None:
+    global _WORKER_CORES
+    _WORKER_CORES = cores
+    _worker_slots.cache_clear()
 
 
 def _prepare_workers(client) -> int:
@@ -254,32 +263,26 @@ def _allow_retries(dask_scheduler, allowed: int) -> None:
 
 
 def _share_cores(client, workers: dict) -> None:
-    """Worker processes on one host that see the same cores get a share each, as ``--jobs`` does locally."""
+    """Worker processes on one host that see the same cores get a share each, as ``--jobs`` does locally: the
+    student's code of a grading runs on its share (``grade_submission``'s ``cpus``), the grader itself floats."""
     by_host: dict[tuple, list[str]] = {}
     for address, cores in client.run(_cores).items():
         by_host.setdefault((workers[address]["host"], tuple(cores)), []).append(address)
     for (_, cores), addresses in by_host.items():
         for address, share in zip(sorted(addresses), cpu_shares(len(addresses), list(cores)), strict=True):
-            client.run(_pin, share, workers=[address])
+            client.run(_take_share, share, workers=[address])
 
 
 def _cores() -> list[int]:
     return sorted(os.sched_getaffinity(0))
 
 
-def _pin(cores: list[int]) -> None:
-    """Every thread of this worker process (affinity is per thread on Linux), and so what they start, on ``cores``."""
-    for thread in os.listdir("/proc/self/task"):
-        with contextlib.suppress(ProcessLookupError):  # a thread that ended meanwhile
-            os.sched_setaffinity(int(thread), cores)
-
-
 class CoreSlots:
     """``jobs`` groups of cores (``cpu_shares``); a grading holds one for as long as it runs."""
 
-    def __init__(self, jobs: int):
+    def __init__(self, jobs: int, cores: list[int] | None = None):
         self.free: queue.Queue[list[int]] = queue.Queue()
-        for cpus in cpu_shares(jobs):
+        for cpus in cpu_shares(jobs, cores):
             self.free.put(cpus)
 
     @contextmanager

@@ -18,7 +18,7 @@ from grader import batch, regrade
 from grader.result import Result
 from grader.rubric import load
 
-pytest.importorskip("distributed")
+distributed = pytest.importorskip("distributed")
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "homework" / "examples"
@@ -90,12 +90,18 @@ def test_a_worker_killed_mid_grade_is_retried_once_elsewhere_then_becomes_an_err
     monkeypatch.setattr(batch, "grade_on_worker", dies_while_grading)
     results = []
     # One killer per batch: two at once could meet on one restarted worker, where each death counts for both.
-    for batch_students in (("dies-once", "healthy"), ("dies-always",)):
-        submissions = tmp_path / "-".join(batch_students)
-        submissions.mkdir()
-        for student in batch_students:
-            (submissions / f"{student}.ipynb").write_text("{}")
-        results += cli.grade_folder(submissions, RUBRIC, tmp_path / "out", executor=batch.DaskCluster(workers=2))
+    # The second batch goes to a cluster the grader did not start, through its scheduler's address (whose
+    # allowed_failures is Dask's default, 3, until the grader sets it).
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address="127.0.0.1:0") as cluster:
+        for batch_students, executor in (
+            (("dies-once", "healthy"), batch.DaskCluster(workers=2)),
+            (("dies-always",), batch.DaskCluster(scheduler=cluster.scheduler_address)),
+        ):
+            submissions = tmp_path / "-".join(batch_students)
+            submissions.mkdir()
+            for student in batch_students:
+                (submissions / f"{student}.ipynb").write_text("{}")
+            results += cli.grade_folder(submissions, RUBRIC, tmp_path / "out", executor=executor)
 
     assert {result.student: result.status for result in results} == {
         "dies-always": "error",
@@ -110,3 +116,19 @@ def test_a_worker_killed_mid_grade_is_retried_once_elsewhere_then_becomes_an_err
     assert "killed 2 Dask workers" in failed.message
     assert [(row["student"], row["status"]) for row in gradebook(tmp_path / "out")] == [("dies-always", "error")]
     assert not regrade._record_path(tmp_path / "out", "dies-always").exists(), "an error row is graded again next run"
+
+
+def test_workers_set_up_unlike_the_client_are_refused(tmp_path, monkeypatch):
+    (tmp_path / "ana.ipynb").write_text("{}")
+    monkeypatch.setattr(regrade, "environment", lambda: "the client's code changed after the workers started")
+    with pytest.raises(batch.BatchError, match=r"2 Dask worker\(s\) lack this kit's code and packages"):
+        cli.grade_folder(tmp_path, RUBRIC, tmp_path / "out", executor=batch.DaskCluster(workers=2))
+
+
+def test_a_scheduler_out_of_reach_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    (tmp_path / "class").mkdir()
+    monkeypatch.setattr(batch, "CONNECT_SECONDS", 1)
+    argv = ["grade", str(tmp_path / "class"), "--rubric", str(RUBRIC.path), "--out", str(tmp_path / "out")]
+    assert cli.main([*argv, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"]) == 2
+    assert "no Dask scheduler answers at tcp://127.0.0.1:9" in capsys.readouterr().err
+    assert cli.main([*argv, "--scheduler", "tcp://127.0.0.1:9"]) == 2, "--scheduler without --executor dask"
