@@ -26,6 +26,7 @@ from grader import execute, inspect, intake, probe, report, sandbox, score
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
+from grader.staging import Staged
 
 __all__ = ["Result", "Rubric", "RubricError", "grade_submission", "load_rubric"]
 
@@ -35,7 +36,7 @@ BACKGROUND_NICENESS = 19  # warm-up work runs only on CPU the notebook leaves id
 
 
 def grade_submission(
-    path: str | Path,
+    path: str | Path | Staged,
     rubric: Rubric | str | Path,
     out: str | Path | None = None,
     *,
@@ -52,12 +53,16 @@ def grade_submission(
     flagged. ``language``: of the messages and hints ("en", "es"); default the rubric's, else English. A failure of
     the grader
     itself becomes status ``error`` with the traceback as message, and a report that cannot be written loses the
-    report, not the row: one submission never stops a batch.
+    report, not the row: one submission never stops a batch. ``path`` may be a submission the batch has already
+    staged (grader/staging.py): its bytes are laid out instead of intake copying the original.
     """
     rubric = rubric if isinstance(rubric, Rubric) else load_rubric(rubric)
     language = score.language_of(rubric, language)
-    path = Path(path)
-    student = student or intake.student_name(path)
+    if isinstance(path, Staged):
+        student = student or path.student
+    else:
+        path = Path(path)
+        student = student or intake.student_name(path)
     folder = Path(out if out is not None else tempfile.mkdtemp(prefix="grader-")).resolve() / student
     workdir = folder / "work"
     if student in report.RESERVED_NAMES:
@@ -75,7 +80,7 @@ def grade_submission(
 
 
 def _grade(
-    path: Path,
+    path: Path | Staged,
     rubric: Rubric,
     student: str,
     folder: Path,
@@ -99,7 +104,7 @@ def _grade(
     if self_check and not box.isolated:
         sandbox_facts.update(isolated=None, description=SELF_CHECK_SANDBOX)
     try:
-        notebook_path = intake.stage(path, workdir, rubric)
+        notebook_path = path.unpack(workdir) if isinstance(path, Staged) else intake.stage(path, workdir, rubric)
         notebook = intake.read_notebook(notebook_path)
     except intake.Rejected as rejection:
         return _rejected(student, rejection.status, rejection.message, rubric, sandbox_facts, language), None

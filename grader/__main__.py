@@ -1,13 +1,11 @@
-"""Command line: ``python -m grader grade SUBMISSIONS --rubric RUBRIC --out OUT [--jobs N] [--timeout S]``."""
+"""Command line: ``python -m grader grade SUBMISSIONS --rubric RUBRIC --out OUT [--jobs N] [--timeout S]
+[--force] [--executor dask [--scheduler tcp://HOST:PORT]]``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import queue
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from rich.console import Console
@@ -15,7 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from grader import class_report, grade_submission, i18n, intake, report, self_check
+from grader import batch, class_report, grade_submission, i18n, intake, report, self_check
 from grader.result import Result
 from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
@@ -28,34 +26,18 @@ def grade_folder(
     jobs: int = 1,
     keep_artifacts: bool = False,
     console: Console | None = None,
+    executor: batch.LocalPool | batch.DaskCluster | None = None,
+    force: bool = False,
     language: str | None = None,
 ) -> list[Result]:
-    """Grade every submission in ``submissions`` into ``out``, ``jobs`` at a time; write the gradebook. ``language``
-    of the feedback: default the rubric's, else English."""
+    """Grade every submission in ``submissions`` into ``out`` (grader/batch.py: ``jobs`` at a time on this machine
+    unless another ``executor`` is given; unchanged ones reused unless ``force``); write the gradebook and the class
+    report. ``language`` of the feedback: default the rubric's, else English."""
     console = console or Console(stderr=True)
+    if language:  # in the rubric, so that a grading in another language is not reused (grader/regrade.py's key)
+        rubric = dataclasses.replace(rubric, language=language)
     found = intake.find_submissions(submissions)
     out.mkdir(parents=True, exist_ok=True)
-    slots: queue.Queue[list[int]] = queue.Queue()
-    for cpus in cpu_shares(jobs):
-        slots.put(cpus)
-
-    def grade(submission: intake.Submission) -> Result:
-        cpus = slots.get()  # a job holds its cores for as long as it grades
-        try:
-            return grade_submission(
-                submission.path,
-                rubric,
-                out,
-                cpus=cpus,
-                keep_artifacts=keep_artifacts,
-                student=submission.student,
-                language=language,
-            )
-        except Exception as error:  # grade_submission turns failures into rows; this is the last line of defence
-            return Result(submission.student, "error", 0, rubric.max_score, f"the grader failed: {error!r}"[:2000])
-        finally:
-            slots.put(cpus)
-
     columns = (
         TextColumn("grading"),
         BarColumn(),
@@ -64,15 +46,16 @@ def grade_folder(
         TextColumn("{task.description}"),
     )
     results = []
-    with Progress(*columns, console=console) as progress, ThreadPoolExecutor(max_workers=jobs) as pool:
+    executor = executor or batch.LocalPool(jobs)
+    with Progress(*columns, console=console) as progress:
         task = progress.add_task("", total=len(found))
-        for future in as_completed([pool.submit(grade, submission) for submission in found]):
-            result = future.result()
+        for result, reused in batch.grade(found, rubric, out, executor, keep_artifacts, force):
             results.append(result)
             # After every submission: a grader killed mid-batch loses only the rows still in flight.
             report.write_gradebook(results, out)
             class_report.write_index(results, rubric, out, pending=len(found) - len(results))
-            progress.update(task, advance=1, description=f"{result.student}: {result.status}")
+            unchanged = " (unchanged, not re-graded)" if reused else ""
+            progress.update(task, advance=1, description=f"{result.student}: {result.status}{unchanged}")
     results.sort(key=lambda result: result.student)
     report.write_gradebook(results, out)
     class_report.write_index(results, rubric, out)
@@ -84,14 +67,6 @@ def grade_folder(
             f"{escape(unisolated[0].sandbox.get('description', ''))}. See SECURITY.md."
         )
     return results
-
-
-def cpu_shares(jobs: int) -> list[list[int]]:
-    """One group of cores per job: the grader's cores dealt out round-robin (shared when jobs outnumber them)."""
-    cores = sorted(os.sched_getaffinity(0))
-    if jobs >= len(cores):
-        return [[cores[job % len(cores)]] for job in range(jobs)]
-    return [cores[job::jobs] for job in range(jobs)]
 
 
 def summary_table(results: list[Result]) -> Table:
@@ -126,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--timeout", type=int, help="seconds for a whole notebook (default: the rubric's)")
     grade.add_argument("--keep-artifacts", action="store_true", help="keep each submission's MLflow store")
     grade.add_argument("--lang", choices=i18n.LANGUAGES, help="feedback language (default: the rubric's, else en)")
+    grade.add_argument("--force", action="store_true", help="grade every submission, even those unchanged since")
+    grade.add_argument(
+        "--executor", choices=("local", "dask"), default="local", help="local threads (default) or Dask workers"
+    )
+    grade.add_argument("--scheduler", help="with --executor dask: tcp://HOST:PORT (default: a LocalCluster of --jobs)")
     check = commands.add_parser("check", help="check your own homework notebook before handing it in")
     check.add_argument("notebook", type=Path, help="e.g. homework/homework-195.ipynb")
     check.add_argument("--rubric", type=Path, help="default: the homework's rubric beside the notebook")
@@ -169,7 +149,17 @@ def main(argv: list[str] | None = None) -> int:
             rubric.limits, wall_seconds=args.timeout, cell_seconds=min(rubric.limits.cell_seconds, args.timeout)
         )
         rubric = dataclasses.replace(rubric, limits=limits)
-    grade_folder(args.submissions, rubric, args.out, args.jobs, args.keep_artifacts, console, args.lang)
+    if args.scheduler and args.executor != "dask":
+        console.print("[red]error:[/] --scheduler needs --executor dask")
+        return 2
+    executor = batch.DaskCluster(args.scheduler, args.jobs) if args.executor == "dask" else batch.LocalPool(args.jobs)
+    try:
+        grade_folder(
+            args.submissions, rubric, args.out, args.jobs, args.keep_artifacts, console, executor, args.force, args.lang
+        )
+    except batch.BatchError as error:
+        console.print(f"[red]error:[/] {escape(str(error))}")
+        return 2
     print(args.out / "gradebook.csv")
     return 0
 

@@ -35,6 +35,11 @@ class Result:
     def points(self, check_id: str) -> int:
         return next((check.points for check in self.checks if check.id == check_id), 0)
 
+    @classmethod
+    def from_json(cls, data: dict) -> Result:
+        """The Result that ``to_json`` wrote (without the feedback's details, which result.json does not keep)."""
+        return cls(**{**data, "checks": [Check(**check) for check in data["checks"]]})
+
     def to_json(self) -> dict:
         data = asdict(self)
         del data["details"], data["language"]

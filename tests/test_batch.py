@@ -12,7 +12,7 @@ import pytest
 
 import grader
 from grader import __main__ as cli
-from grader import report
+from grader import batch, report
 from grader.result import Result
 from grader.rubric import load
 
@@ -38,7 +38,7 @@ def test_the_gradebook_is_written_after_every_submission(tmp_path, monkeypatch):
         graded.append(options["student"])
         return Result(options["student"], "graded", 3, rubric.max_score, flags=["metrics_honest"])
 
-    monkeypatch.setattr(cli, "grade_submission", fake_grade)
+    monkeypatch.setattr(batch, "grade_submission", fake_grade)
     with pytest.raises(KeyboardInterrupt):
         cli.grade_folder(submissions, RUBRIC, tmp_path / "out", jobs=1)
     assert [(row["student"], row["flags"]) for row in rows(tmp_path / "out")] == [

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from grader import __main__ as cli
-from grader import class_report, report
+from grader import batch, class_report, report
 from grader.result import Result
 from tests.reports import HOSTILE, REPO, RUBRIC, Tables, the_class, tiny_notebook, write_feedback_pages
 
@@ -131,7 +131,7 @@ def test_the_batch_writes_the_page_as_results_arrive_and_an_interrupted_one_leav
         graded.append(options["student"])
         return Result(options["student"], "graded", 3, rubric.max_score, flags=["metrics_honest"])
 
-    monkeypatch.setattr(cli, "grade_submission", fake_grade)
+    monkeypatch.setattr(batch, "grade_submission", fake_grade)
     with pytest.raises(KeyboardInterrupt):
         cli.grade_folder(submissions, RUBRIC, tmp_path / "out", jobs=1)
     page = (tmp_path / "out" / "index.html").read_text()
