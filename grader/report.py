@@ -92,14 +92,16 @@ def write_submission(
         plot = None
         page = _feedback(result, rubric, plot, notes, language)
     budget -= len(page.encode(errors="backslashreplace"))
-    if executed is not None and len(executed.encode()) > budget:
-        notes.append(say("feedback.notebook_not_kept", size=len(executed.encode()), budget=max(budget, 0)))
+    # A kernel can print lone surrogates ("\udcff" in its JSON): written as escapes, never a lost report.
+    executed_bytes = len(executed.encode(errors="backslashreplace")) if executed is not None else 0
+    if executed is not None and executed_bytes > budget:
+        notes.append(say("feedback.notebook_not_kept", size=executed_bytes, budget=max(budget, 0)))
         executed = None
         page = _feedback(result, rubric, plot, notes, language)
     (folder / "result.json").write_text(summary)
     (folder / "feedback.html").write_text(page, errors="backslashreplace")
     if executed is not None:
-        (folder / executed_notebook_name(result.student)).write_text(executed)
+        (folder / executed_notebook_name(result.student)).write_text(executed, errors="backslashreplace")
 
 
 def discard_artifacts(workdir: Path) -> None:
@@ -198,9 +200,10 @@ def _truncated(notebook: nbformat.NotebookNode, limit: int) -> nbformat.Notebook
 
 
 def _clip(text: str, limit: int) -> str:
-    if len(text.encode()) <= limit:
+    encoded = text.encode(errors="backslashreplace")  # a kernel's text may hold lone surrogates
+    if len(encoded) <= limit:
         return text
-    return text.encode()[:limit].decode(errors="ignore") + f"\n[... output truncated by the grader at {limit} bytes]"
+    return encoded[:limit].decode(errors="ignore") + f"\n[... output truncated by the grader at {limit} bytes]"
 
 
 def _shown(text: str | None) -> str | None:

@@ -15,6 +15,7 @@ import pytest
 from grader import __main__ as cli
 from grader import batch, regrade, staging
 from grader.intake import Submission
+from grader.result import Result
 from grader.rubric import load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,7 +118,9 @@ def test_the_key_covers_the_rubric_the_name_and_the_environment(tmp_path, monkey
     again = staging.stage(Submission("ana", EXAMPLES / "missing-metric"), RUBRIC)
     key = regrade.key(staged, RUBRIC)
     assert staged.files and key == regrade.key(again, RUBRIC), "staging the same bytes twice gives the same key"
-    assert key != regrade.key(staged, dataclasses.replace(RUBRIC, points={**RUBRIC.points, "runs": 99}))
+    more_points = tuple(dataclasses.replace(spec, points=spec.points + 1) for spec in RUBRIC.checks)
+    assert key != regrade.key(staged, dataclasses.replace(RUBRIC, checks=more_points))
+    assert key != regrade.key(staged, dataclasses.replace(RUBRIC, language="es")), "--lang changes it"
     timeout = dataclasses.replace(RUBRIC.limits, wall_seconds=RUBRIC.limits.wall_seconds + 1)
     assert key != regrade.key(staged, dataclasses.replace(RUBRIC, limits=timeout)), "--timeout changes it"
     assert key == regrade.key(staged, dataclasses.replace(RUBRIC, path=tmp_path / "copy.toml"))
@@ -172,3 +175,16 @@ def test_a_client_killed_mid_batch_loses_no_finished_row_and_a_rerun_grades_only
     rows = grade(submissions, tmp_path / "out")
     assert len(rows) == 4
     assert sorted(graded_names) == sorted(set(row["student"] for row in rows) - set(finished))
+
+
+def test_a_grading_without_the_sandbox_is_never_reused(tmp_path, monkeypatch):
+    """Graded beside the grader (no bwrap): graded again next time, so that it is isolated once bwrap is there."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    regrade._secret.cache_clear()
+    for isolated, kept in ((False, False), (True, True), (None, True)):  # None: refused at intake, never ran
+        out = tmp_path / f"out-{isolated}"
+        result = Result("ana", "graded", 3, 16, sandbox={"isolated": isolated})
+        (out / "ana").mkdir(parents=True)
+        (out / "ana" / "result.json").write_text(json.dumps(result.to_json()))
+        regrade.remember(out, result, "key")
+        assert (regrade.reusable(out, "ana", "key") is not None) is kept, isolated
