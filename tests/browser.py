@@ -53,8 +53,16 @@ class Chromium:
         while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.2)
         port = port_file.read_text().split()[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            return next(target for target in json.load(response) if target["type"] == "page")["webSocketDebuggerUrl"]
+        # Chromium writes the port before its first page exists: ask again until the page is listed.
+        while True:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+                pages = [target for target in json.load(response) if target["type"] == "page"]
+            if pages or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        if not pages:
+            raise RuntimeError(f"Chromium listed no page within 30 s (DevTools port {port})")
+        return pages[0]["webSocketDebuggerUrl"]
 
     def stop(self) -> None:
         os.killpg(self.process.pid, signal.SIGTERM)  # the browser and its helper processes

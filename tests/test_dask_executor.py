@@ -42,13 +42,15 @@ def gradebook(out: Path) -> list[dict]:
 
 def comparable(out: Path) -> dict[str, str]:
     """Every file the grading left in OUT, with what differs between two gradings of one notebook masked: run
-    and model ids (MLflow's random hex), the plot that shows them, and OUT's own path."""
+    and model ids (MLflow's random hex), the plot that shows them, the class report's time of writing, and OUT's
+    own path."""
     files = {}
     for path in sorted(out.rglob("*")):
         if path.is_file() and ".regrade" not in path.parts and path.name != "gradebook.csv":
             text = path.read_text(errors="replace")
             text = re.sub(r"\b(m-)?[0-9a-f]{32}\b|\b[0-9a-f]{8}\b", "<id>", text)  # ids, and the feedback's short ones
             text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "<plot>", text)  # its labels show short ids
+            text = re.sub(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC", "<time>", text)  # when index.html was written
             files[str(path.relative_to(out))] = text.replace(str(out), "<out>")
     return files
 
