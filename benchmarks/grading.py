@@ -86,6 +86,7 @@ def throughput(scratch: Path, name: str, samples: dict[str, Path], jobs_1_first:
 
 def grader_seconds(submissions: Path, out: Path, jobs: int) -> float:
     argv = [sys.executable, "-m", "grader", "grade", str(submissions), "--rubric", str(RUBRIC), "--out", str(out)]
+    argv.append("--force")  # every run grades: an unchanged submission would otherwise be reused (grader/regrade.py)
     return timed([*argv, "--jobs", str(jobs)], cwd=REPO)
 
 
