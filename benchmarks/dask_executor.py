@@ -1,13 +1,16 @@
 """Benchmark the Dask executor and incremental re-grading; prints figures measured in this one run (not a test).
 
-(a) overhead: a class of 8 complete submissions (the reference solution 8 times), --executor dask on a
-    LocalCluster of 2 workers ÷ the local pool with --jobs 2                   target ≤ 1.05
-    (end to end, as an instructor runs it: the dask figure includes starting the LocalCluster)
-(b) throughput of the Dask executor, 2 workers ÷ 1 worker, on the same class    target ≥ 1.8 on 2 cores
+(a) overhead: a class of 8 complete submissions (the reference solution 8 times), --executor dask --scheduler
+    on a running cluster of 2 one-core workers ÷ the local pool with --jobs 2          target ≤ 1.05
+(b) throughput of the Dask executor, a running cluster of 2 workers ÷ one of 1 worker   target ≥ 1.8 on 2 cores
 (c) re-grading the unchanged class of 8 (nothing to grade: stage, key, verify, gradebook)   target < 5 s
 and, for planning, one worker's cost per complete submission and the peak memory of the client and the workers.
-Each of (a) and (b) runs in rounds, the two sides back to back in alternating order (a shared machine's speed
-drifts); the median ratio is printed with every round.
+The clusters are started as the README starts one (``dask scheduler``, ``dask worker --nthreads 1 --preload
+grader.dask_worker``, on loopback) before the rounds and stopped after them: a cluster serves many batches, so its
+start is not a batch's cost; it is printed apart, with one end-to-end batch on a LocalCluster started by
+``--executor dask`` alone. Round 1 is each cluster's first batch (its probe servers start then). Each of (a) and
+(b) runs in rounds, the two sides back to back in alternating order (a shared machine's speed drifts); the median
+ratio is printed with every round.
 
     .venv/bin/python benchmarks/dask_executor.py [--rounds N] [--size N]
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import shutil
 import statistics
 import subprocess
@@ -32,17 +36,66 @@ RUBRIC = REPO / "homework" / "homework-195.rubric.toml"
 
 
 PEAKS: dict[str, float] = {"client": 0.0, "workers": 0.0}  # MB, the highest seen in any run
+CLUSTER_START_SECONDS = 120
 
 
-def grading_seconds(submissions: Path, out: Path, *options: str) -> float:
-    """Seconds of one ``python -m grader grade`` of ``submissions`` into a fresh ``out``."""
+class Cluster:
+    """A scheduler and ``workers`` one-core worker processes, started with Dask's own commands on loopback (free
+    ports), as the README says; ``address`` once every worker has joined."""
+
+    def __init__(self, scratch: Path, workers: int):
+        self.workers = workers
+        self.file = scratch / f"scheduler-{workers}.json"
+        dask = str(Path(sys.executable).with_name("dask"))
+        common = ("--host", "127.0.0.1", "--no-dashboard")
+        started = time.perf_counter()
+        self.scheduler = subprocess.Popen(
+            [dask, "scheduler", *common, "--port", "0", "--scheduler-file", str(self.file)], **_QUIET
+        )
+        worker = [dask, "worker", *common, "--scheduler-file", str(self.file), "--nworkers", str(workers)]
+        worker += ["--nthreads", "1", "--preload", "grader.dask_worker", "--local-directory", str(scratch)]
+        while not self.file.exists():
+            time.sleep(0.1)
+        self.worker = subprocess.Popen(worker, cwd=REPO, **_QUIET)
+        import distributed
+
+        with distributed.Client(scheduler_file=str(self.file), timeout=CLUSTER_START_SECONDS) as client:
+            client.wait_for_workers(workers, timeout=CLUSTER_START_SECONDS)
+        self.start_seconds = time.perf_counter() - started
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def memory_mb(self) -> float:
+        """The resident memory of everything the workers' command started (nannies, workers, their runners,
+        kernels and probe servers; the sum of RSS, an upper bound)."""
+        with contextlib.suppress(psutil.Error):
+            return sum(_rss(process) for process in psutil.Process(self.worker.pid).children(recursive=True))
+        return 0.0
+
+    def stop(self) -> None:
+        for process in (self.worker, self.scheduler):
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+_QUIET = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+
+
+def grading_seconds(submissions: Path, out: Path, *options: str, cluster: Cluster | None = None) -> float:
+    """Seconds of one ``python -m grader grade`` of ``submissions`` into a fresh ``out`` (on ``cluster`` if given)."""
     shutil.rmtree(out, ignore_errors=True)
-    return regrading_seconds(submissions, out, *options)
+    if cluster is not None:
+        options = (*options, "--executor", "dask", "--scheduler", cluster.address)
+    return regrading_seconds(submissions, out, *options, cluster=cluster)
 
 
-def regrading_seconds(submissions: Path, out: Path, *options: str) -> float:
-    """Seconds of one run; meanwhile, the peak memory of the client and of everything it started (the LocalCluster's
-    nannies, workers, kernels and probe servers; the sum of their RSS, an upper bound: shared pages count twice)."""
+def regrading_seconds(submissions: Path, out: Path, *options: str, cluster: Cluster | None = None) -> float:
+    """Seconds of one run; meanwhile, the peak memory of the client and of the workers (``cluster``'s, or what the
+    client started: a LocalCluster's nannies, workers, kernels and probe servers; the sum of their RSS, an upper
+    bound: shared pages count twice)."""
     argv = [sys.executable, "-m", "grader", "grade", str(submissions), "--rubric", str(RUBRIC), "--out", str(out)]
     started = time.perf_counter()
     process = subprocess.Popen([*argv, *options], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -50,7 +103,8 @@ def regrading_seconds(submissions: Path, out: Path, *options: str) -> float:
     while process.poll() is None:
         with contextlib.suppress(psutil.Error):
             PEAKS["client"] = max(PEAKS["client"], client.memory_info().rss / 1e6)
-            PEAKS["workers"] = max(PEAKS["workers"], sum(_rss(child) for child in client.children(recursive=True)))
+            workers = cluster.memory_mb() if cluster else sum(_rss(child) for child in client.children(recursive=True))
+            PEAKS["workers"] = max(PEAKS["workers"], workers)
         time.sleep(0.5)
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, argv)
@@ -70,7 +124,7 @@ def rounds(count: int, first: tuple, second: tuple, label: str) -> tuple[float, 
     ratios, firsts = [], []
     for number in range(1, count + 1):
         pair = (first, second) if number % 2 else (second, first)
-        seconds = {id(side): grading_seconds(*side) for side in pair}
+        seconds = {id(side): grading_seconds(*side[:-1], cluster=side[-1]) for side in pair}
         one, two = seconds[id(first)], seconds[id(second)]
         ratios.append(one / two)
         firsts.append(one)
@@ -89,19 +143,27 @@ def main() -> int:
         submissions.mkdir()
         for index in range(1, args.size + 1):
             shutil.copy(REFERENCE, submissions / f"student{index}.ipynb")
-        local = (submissions, scratch / "out-local", "--jobs", "2")
-        dask_two = (submissions, scratch / "out-dask-2", "--executor", "dask", "--jobs", "2")
-        dask_one = (submissions, scratch / "out-dask-1", "--executor", "dask", "--jobs", "1")
-
-        overhead, _ = rounds(args.rounds, dask_two, local, "dask 2 workers / local --jobs 2")
-        print(f"(a) {args.size} submissions: Dask executor / local pool, median x{overhead:.2f}  (target <= 1.05)")
-        PEAKS.update(client=0.0, workers=0.0)
-        speedup, one_worker = rounds(args.rounds, dask_one, dask_two, "dask 1 worker / 2 workers")
-        print(f"(b) throughput of 2 Dask workers / 1 worker, median x{speedup:.2f}  (target >= 1.8 on 2 cores)")
-        print(
-            f"    peak memory with 2 workers: client {PEAKS['client']:.0f} MB, everything it started (2 nannies, "
-            f"2 workers, their kernels and probe servers) {PEAKS['workers']:.0f} MB (sum of RSS)"
-        )
+        clusters = {workers: Cluster(scratch, workers) for workers in (2, 1)}
+        try:
+            for workers, cluster in clusters.items():
+                print(f"    cluster of {workers} worker(s) started in {cluster.start_seconds:.1f} s", flush=True)
+            local = (submissions, scratch / "out-local", "--jobs", "2", None)
+            dask_two = (submissions, scratch / "out-dask-2", "--jobs", "2", clusters[2])  # --jobs: not read by dask
+            dask_one = (submissions, scratch / "out-dask-1", "--jobs", "2", clusters[1])
+            overhead, _ = rounds(args.rounds, dask_two, local, "dask 2 workers / local --jobs 2")
+            print(f"(a) {args.size} submissions: Dask executor / local pool, median x{overhead:.2f}  (target <= 1.05)")
+            PEAKS.update(client=0.0, workers=0.0)
+            speedup, one_worker = rounds(args.rounds, dask_one, dask_two, "dask 1 worker / 2 workers")
+            print(f"(b) throughput of 2 Dask workers / 1 worker, median x{speedup:.2f}  (target >= 1.8 on 2 cores)")
+            print(
+                f"    peak memory with 2 workers: client {PEAKS['client']:.0f} MB, the workers' processes (2 nannies, "
+                f"2 workers, their runners, kernels and probe servers) {PEAKS['workers']:.0f} MB (sum of RSS)"
+            )
+        finally:
+            for cluster in clusters.values():
+                cluster.stop()
+        end_to_end = grading_seconds(submissions, scratch / "out-localcluster", "--executor", "dask", "--jobs", "2")
+        print(f"    one batch on a LocalCluster of 2 started by --executor dask alone, end to end: {end_to_end:.1f} s")
         unchanged = [regrading_seconds(submissions, scratch / "out-local") for _ in range(3)]
         print(
             f"(c) re-grading the unchanged class of {args.size}: {min(unchanged):.2f} s, best of 3 "

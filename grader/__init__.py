@@ -28,7 +28,7 @@ from grader.rubric import Rubric, RubricError
 from grader.rubric import load as load_rubric
 from grader.staging import Staged
 
-__all__ = ["Result", "Rubric", "RubricError", "grade_submission", "load_rubric"]
+__all__ = ["Result", "Rubric", "RubricError", "grade_submission", "load_rubric", "warm_up"]
 
 MESSAGE_CHARS = 4000
 SELF_CHECK_SANDBOX = "not used: you are checking your own code on your own machine, so no sandbox is needed"
@@ -91,10 +91,7 @@ def _grade(
     language: str,
 ) -> tuple[Result, nbformat.NotebookNode | None]:
     """Grade; ``sandbox_facts`` is filled in as soon as the sandbox is chosen, for the row of a later failure."""
-    _warm_up_in_background()
-    # Here, not in the niced warm-up thread: the runner, and the kernel it starts, would inherit its niceness.
-    execute.warm_up()
-    probes = probe.service(rubric)  # one warm server per grading process; its imports overlap the notebook
+    probes = warm_up(rubric)
     if folder.exists():
         sandbox.remove_tree(folder)  # re-grading starts from nothing
     workdir.mkdir(parents=True)
@@ -182,11 +179,22 @@ def _available_cpus() -> set[int]:
     return os.sched_getaffinity(0)
 
 
+def warm_up(rubric: Rubric | None = None) -> probe.ProbeService | None:
+    """Start, without waiting for them, what a grading process needs warm: the grader's heavy imports, a spare
+    runner and (given a rubric) the probe server for its data split. Once per process; later calls return at once.
+    A grading calls it first; a Dask worker calls it as it starts (grader/dask_worker.py)."""
+    _warm_up_in_background()
+    # Here, not in the niced warm-up thread: the runner, and the kernel it starts, would inherit its niceness.
+    execute.warm_up()
+    # One warm server per grading process; its imports overlap the notebook.
+    return probe.service(rubric) if rubric is not None else None
+
+
 @cache
 def _warm_up_in_background() -> None:
     """Once per process: the grader's own heavy imports happen while the first notebook runs, not after it."""
 
-    def warm_up() -> None:
+    def import_ahead() -> None:
         # Linux gives each thread its own niceness: this one yields the CPU to the kernel being graded.
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICENESS)
         inspect.warm_up()
@@ -195,4 +203,4 @@ def _warm_up_in_background() -> None:
         # garbage collection, nor at exit (that walk made a one-notebook run end 0.8 s later).
         gc.freeze()
 
-    threading.Thread(target=warm_up, daemon=True).start()
+    threading.Thread(target=import_ahead, daemon=True).start()

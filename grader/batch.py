@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 
-from grader import grade_submission, intake, regrade, sandbox, staging
+from grader import grade_submission, intake, regrade, sandbox, staging, warm_up
 from grader.result import Result
 from grader.rubric import Rubric
 from grader.staging import Staged
@@ -131,7 +131,7 @@ class DaskCluster:
         import distributed  # here only: the local pool needs no dask
 
         with self._client(distributed) as client:
-            slots = _prepare_workers(client)
+            slots = _prepare_workers(client, rubric)
             finished = _bounded(
                 lambda submission: client.submit(
                     grade_on_worker, submission, rubric, keep_artifacts, key=f"grade-{uuid.uuid4().hex}", pure=False
@@ -155,6 +155,7 @@ class DaskCluster:
                     host="127.0.0.1",
                     scheduler_port=0,
                     dashboard_address="127.0.0.1:0",  # its HTTP server (health, metrics) on loopback, any free port
+                    preload=["grader.dask_worker"],  # as the README starts workers: warm from the start
                 ) as cluster,
                 distributed.Client(cluster) as client,
             ):
@@ -226,8 +227,9 @@ def _take_share(cores: list[int]) -> None:
     _worker_slots.cache_clear()
 
 
-def _prepare_workers(client) -> int:
-    """Check every worker is set up like this machine, allow one retry, share cores; return the grading slots."""
+def _prepare_workers(client, rubric: Rubric) -> int:
+    """Check every worker is set up like this machine, allow one retry, share cores, start warming each worker's
+    probe server for ``rubric``; return the grading slots."""
     workers = client.scheduler_info()["workers"]
     if not workers:
         client.wait_for_workers(1, timeout=CONNECT_SECONDS)
@@ -245,6 +247,7 @@ def _prepare_workers(client) -> int:
             )
     client.run_on_scheduler(_allow_retries, allowed=WORKER_DEATHS_ALLOWED)
     _share_cores(client, workers)
+    client.run(_warm_up_for, rubric)
     return sum(worker["nthreads"] for worker in workers.values())
 
 
@@ -255,6 +258,10 @@ def worker_setup() -> dict[str, str | None]:
 
     cache = sandbox.host_data_home() / housing.CACHE_FILE  # the path scikit-learn reads, without importing it
     return {"environment": regrade.environment(), "data": housing.sha256_of(cache) if cache.is_file() else None}
+
+
+def _warm_up_for(rubric: Rubric) -> None:
+    warm_up(rubric)  # returns at once; the probe server's imports overlap the staging and the first notebook
 
 
 def _allow_retries(dask_scheduler, allowed: int) -> None:

@@ -65,6 +65,8 @@ QUEUED_MESSAGES = 16
 # cannot see, such as a multipart message of endless frames, which ZeroMQ assembles whole before delivering it.
 RUNNER_MEMORY_BYTES = 1024 * 2**20
 RUNNER_OUT_OF_MEMORY = 3  # the runner's exit code when the cap stopped it
+RUNNER_ORPHANED = 4  # its exit code when the grader that started it was gone
+PARENT_POLL_SECONDS = 0.5
 # How long a kernel whose reply was refused may take to turn out dead instead (it takes its sandbox along).
 DEATH_SECONDS = 1
 # Beyond the notebook's time, how long the runner may take before the grader kills it: its kernel's start (which
@@ -173,7 +175,8 @@ def _take_runner() -> subprocess.Popen:
 
 
 def _start_runner() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-I", __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    argv = [sys.executable, "-I", __file__, str(os.getpid())]  # the runner ends when this process does
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
 
 
 @atexit.register
@@ -205,6 +208,7 @@ def _runner_death(returncode: int, cell: int | None) -> str:
 
 
 def _serve() -> None:
+    _end_with(int(sys.argv[1]))
     hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
     cap = RUNNER_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(RUNNER_MEMORY_BYTES, hard)
     resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))  # the soft limit: the kernel's sandbox sets its own
@@ -228,6 +232,19 @@ def _serve() -> None:
         execution = Execution("error", f"the grader's runner failed:\n{traceback.format_exc()[-2000:]}", notebook)
     reply = {"status": execution.status, "message": execution.message, "kernel_log": log.text()}
     say({**reply, "notebook": _sanitised(execution.notebook)})
+
+
+def _end_with(grader: int) -> None:
+    """End this runner, and so the kernel's sandbox (bwrap --die-with-parent), soon after the grader process that
+    started it is gone: a grader killed with SIGKILL, or a Dask worker lost mid-grade, cannot end them itself, and
+    the notebook would run on beside the retry. The grader's pid is given, not read here: it may be gone already."""
+
+    def watch() -> None:
+        while os.getppid() == grader:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(RUNNER_ORPHANED)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _execute(notebook: nbformat.NotebookNode, job: dict, say: Callable[[dict], None]) -> Execution:

@@ -61,9 +61,13 @@ def environment() -> str:
             if path.suffix in CODE_SUFFIXES and "__pycache__" not in path.parts and path.is_file():
                 content.update(f"{package.__name__}/{path.relative_to(root).as_posix()}\0".encode())
                 content.update(path.read_bytes())
+    # A set: the kit's own egg-info is found twice when the working directory is the repository (on sys.path as
+    # '' and through the editable install), so a worker started elsewhere would otherwise differ.
     versions = sorted(
-        f"{distribution.metadata['Name']}=={distribution.version}"
-        for distribution in importlib.metadata.distributions()
+        {
+            f"{distribution.metadata['Name']}=={distribution.version}"
+            for distribution in importlib.metadata.distributions()
+        }
     )
     content.update("\n".join(versions).encode())
     return content.hexdigest()

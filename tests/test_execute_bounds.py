@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -218,6 +220,45 @@ def test_a_runner_that_dies_becomes_the_status_and_leaves_nothing(tmp_path):
     assert execution.status == "error"
     assert "runner of this notebook was killed by SIGKILL in cell 1" in execution.message
     assert not processes_with(marker)
+
+
+GRADE_ONE = """
+import sys
+from pathlib import Path
+import nbformat
+from grader import execute, sandbox
+from grader.sandbox import Limits
+limits = Limits(wall_seconds=300, cell_seconds=300)
+box, workdir = sandbox.create(limits), Path(sys.argv[1])
+box.prepare(workdir)
+cell = "import pathlib, time; pathlib.Path('running').touch(); time.sleep(300)"
+notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+execute.run_notebook(notebook, workdir, box, limits, box.environment(workdir), [])
+"""
+
+
+def test_a_grader_killed_mid_notebook_leaves_neither_runner_nor_kernel(tmp_path):
+    # SIGKILL, the out-of-memory killer or a lost Dask worker: the grader cannot stop what it started.
+    grader = subprocess.Popen([sys.executable, "-c", GRADE_ONE, str(tmp_path / "work")], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 90
+        while not (tmp_path / "work" / "running").exists():  # the runner has said the cell started: it only waits
+            assert time.monotonic() < deadline and grader.poll() is None, "the cell never started"
+            time.sleep(0.2)
+        kernels = [pid for pid in psutil.pids() if _is_kernel_of(pid, tmp_path)]
+        runners = [child for child in psutil.Process(grader.pid).children() if execute.__file__ in child.cmdline()]
+    finally:
+        grader.kill()
+        grader.wait()
+    assert runners and kernels
+    alive = psutil.wait_procs(runners, timeout=5)[1]
+    for runner in alive:
+        runner.kill()  # not to leave it behind when the test fails
+    assert not alive, "the runner lives on"
+    deadline = time.monotonic() + 5
+    while (left := [pid for pid in psutil.pids() if _is_kernel_of(pid, tmp_path)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, "the kernel's sandbox lives on"
 
 
 def test_a_kernel_blocked_in_c_with_signals_blocked_times_out_promptly(tmp_path):

@@ -8,6 +8,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,12 @@ def test_a_grading_without_the_sandbox_is_never_reused(tmp_path, monkeypatch):
         (out / "ana" / "result.json").write_text(json.dumps(result.to_json()))
         regrade.remember(out, result, "key")
         assert (regrade.reusable(out, "ana", "key") is not None) is kept, isolated
+
+
+def test_the_environment_is_the_same_from_any_working_directory(tmp_path):
+    """A Dask worker started elsewhere (``dask worker`` in its home) must find the same environment as the client
+    run in the repository, where the kit's own egg-info is on sys.path twice."""
+    here = [sys.executable, "-c", "from grader import regrade; print(regrade.environment())"]
+    from_repo = subprocess.run(here, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    elsewhere = subprocess.run(here, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert from_repo == elsewhere == regrade.environment() + "\n"
