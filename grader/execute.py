@@ -72,6 +72,11 @@ DEATH_SECONDS = 1
 # Beyond the notebook's time, how long the runner may take before the grader kills it: its kernel's start (which
 # nbclient waits for up to 60 s, before the notebook's clock starts), stopping the kernel and answering.
 RUNNER_GRACE_SECONDS = 90
+# How the kernel and the runner serialize messages: the standard library's json, never orjson (jupyter_client's
+# default when it is installed). Both run under a memory cap, and orjson, when an allocation fails, writes through
+# a null pointer instead of raising MemoryError: the process dies of SIGSEGV. It reserves about ten times a
+# string's length to dump it, so a 100 MB output killed the kernel on the runs where it held much else meanwhile.
+PACKER = "json"
 KERNEL_LOG_BYTES = 16 * 1024
 LANGUAGE_INFO_BYTES = 4096
 WIRE_BYTES = "grader_wire_bytes"  # added to each message: its size as received
@@ -105,7 +110,8 @@ def run_notebook(
 
     runtime = Path(tempfile.mkdtemp(prefix="grader-kernel-", dir=RUNTIME_PARENT))
     try:
-        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", str(runtime / CONNECTION_FILE)]
+        connection = str(runtime / CONNECTION_FILE)
+        kernel = [sys.executable, "-m", "ipykernel_launcher", "-f", connection, f"--Session.packer={PACKER}"]
         job = {
             "notebook": notebook,
             "workdir": str(workdir),
@@ -445,6 +451,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         )
         self.command = command
         self.runtime = runtime
+        self.session.packer = PACKER  # the client's too: it is given this session
 
     @default("context")
     def _context_default(self) -> zmq.asyncio.Context:

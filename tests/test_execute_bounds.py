@@ -148,21 +148,7 @@ ATTACKS = {
 }
 
 
-# Open defect (found 2026-12-02, on the pre-merge commit too): for about half of the working folders, so by the
-# sandbox uid derived from the folder's path, the kernel dies while sending these, instead of the runner cutting
-# them short. Not strict: it passes for the other half; the cause is not found yet.
-KERNEL_DIES_FOR_SOME_UIDS = pytest.mark.xfail(
-    reason="the kernel dies for some sandbox uids on 100 MB messages (open defect, see the comment)", strict=False
-)
-
-
-@pytest.mark.parametrize(
-    "attack",
-    [
-        pytest.param(attack, marks=KERNEL_DIES_FOR_SOME_UIDS) if attack in ("metadata-100mb", "print-1gb") else attack
-        for attack in sorted(ATTACKS)
-    ],
-)
+@pytest.mark.parametrize("attack", sorted(ATTACKS))
 def test_what_the_kernel_sends_is_bounded_and_said(tmp_path, attack):
     source, notice = ATTACKS[attack]
     execution, runner_peak = run(tmp_path, source, NEXT_CELL)
@@ -173,6 +159,19 @@ def test_what_the_kernel_sends_is_bounded_and_said(tmp_path, attack):
     assert len(execution.notebook.cells[0].outputs) <= CELL_BUDGET // execute.MESSAGE_COST + 1  # and the notice
     assert grader_rss() < GRADER_RSS_LIMIT
     assert runner_peak < execute.RUNNER_MEMORY_BYTES
+
+
+def test_a_message_the_kernel_cannot_serialize_is_a_memory_error_of_its_cell(tmp_path):
+    # 500 MB fit the 1 GB cap once; dumping them takes three copies with json (a MemoryError), and orjson reserved
+    # ten times as much, then crashed the kernel instead of raising (every time here; the 100 MB attacks above did
+    # only when the kernel held much else meanwhile).
+    too_large = (
+        "from IPython.display import display\ndisplay({'text/plain': 'x'}, raw=True, metadata={'m': 'x' * 500_000_000})"
+    )
+    execution, _ = run(tmp_path, too_large, NEXT_CELL, limits=Limits(wall_seconds=120, cell_seconds=60, memory_mb=1024))
+    assert execution.status == "error", execution.message
+    assert execution.message.startswith("cell 0 raised MemoryError")
+    assert printed(execution, 1) == "the next cell ran\n"
 
 
 def test_widget_state_is_kept_within_the_budget(tmp_path):
