@@ -5,12 +5,13 @@
 (b) throughput of the Dask executor, a running cluster of 2 workers ÷ one of 1 worker   target ≥ 1.8 on 2 cores
 (c) re-grading the unchanged class of 8 (nothing to grade: stage, key, verify, gradebook)   target < 5 s
 and, for planning, one worker's cost per complete submission and the peak memory of the client and the workers.
-The clusters are started as the README starts one (``dask scheduler``, ``dask worker --nthreads 1 --preload
-grader.dask_worker``, on loopback) before the rounds and stopped after them: a cluster serves many batches, so its
-start is not a batch's cost; it is printed apart, with one end-to-end batch on a LocalCluster started by
-``--executor dask`` alone. Round 1 is each cluster's first batch (its probe servers start then). Each of (a) and
-(b) runs in rounds, the two sides back to back in alternating order (a shared machine's speed drifts); the median
-ratio is printed with every round.
+Each Dask batch gets a cluster of its own, started as the README starts one (``dask scheduler``, ``dask worker
+--nthreads 1 --preload grader.dask_worker``, on loopback, free ports) and left SETTLE_SECONDS to warm up before the
+batch is timed, then stopped: a cluster serves many batches, so its start is not a batch's cost (it is printed
+apart, with one end-to-end batch on a LocalCluster started by ``--executor dask`` alone), and no idle cluster
+shares the cores with the batch being timed. Like the local pool's, each batch starts its probe servers. Each of
+(a) and (b) runs in rounds, the two sides back to back in alternating order (a shared machine's speed drifts); the
+median ratio is printed with every round.
 
     .venv/bin/python benchmarks/dask_executor.py [--rounds N] [--size N]
 """
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 import psutil
+from grading import assert_full_marks  # benchmarks/grading.py, beside this file
 
 REPO = Path(__file__).resolve().parent.parent
 REFERENCE = REPO / "homework" / "solution" / "homework-195.ipynb"
@@ -37,6 +39,8 @@ RUBRIC = REPO / "homework" / "homework-195.rubric.toml"
 
 PEAKS: dict[str, float] = {"client": 0.0, "workers": 0.0}  # MB, the highest seen in any run
 CLUSTER_START_SECONDS = 120
+SETTLE_SECONDS = 10  # for the workers' preload (imports, a spare runner) to finish, as on a cluster started earlier
+STARTS: list[float] = []  # seconds each cluster took until all its workers had joined
 
 
 class Cluster:
@@ -44,7 +48,6 @@ class Cluster:
     ports), as the README says; ``address`` once every worker has joined."""
 
     def __init__(self, scratch: Path, workers: int):
-        self.workers = workers
         self.file = scratch / f"scheduler-{workers}.json"
         dask = str(Path(sys.executable).with_name("dask"))
         common = ("--host", "127.0.0.1", "--no-dashboard")
@@ -61,7 +64,7 @@ class Cluster:
 
         with distributed.Client(scheduler_file=str(self.file), timeout=CLUSTER_START_SECONDS) as client:
             client.wait_for_workers(workers, timeout=CLUSTER_START_SECONDS)
-        self.start_seconds = time.perf_counter() - started
+        STARTS.append(time.perf_counter() - started)
         self.address = json.loads(self.file.read_text())["address"]
 
     def memory_mb(self) -> float:
@@ -89,7 +92,21 @@ def grading_seconds(submissions: Path, out: Path, *options: str, cluster: Cluste
     shutil.rmtree(out, ignore_errors=True)
     if cluster is not None:
         options = (*options, "--executor", "dask", "--scheduler", cluster.address)
-    return regrading_seconds(submissions, out, *options, cluster=cluster)
+    seconds = regrading_seconds(submissions, out, *options, cluster=cluster)
+    assert_full_marks(out)  # every submission is the reference solution
+    return seconds
+
+
+def batch_seconds(scratch: Path, submissions: Path, out: Path, workers: int | None) -> float:
+    """One batch: on the local pool with --jobs 2 (``workers`` None), or on a fresh cluster of ``workers``."""
+    if workers is None:
+        return grading_seconds(submissions, out, "--jobs", "2")
+    cluster = Cluster(scratch, workers)
+    try:
+        time.sleep(SETTLE_SECONDS)
+        return grading_seconds(submissions, out, cluster=cluster)
+    finally:
+        cluster.stop()
 
 
 def regrading_seconds(submissions: Path, out: Path, *options: str, cluster: Cluster | None = None) -> float:
@@ -124,7 +141,7 @@ def rounds(count: int, first: tuple, second: tuple, label: str) -> tuple[float, 
     ratios, firsts = [], []
     for number in range(1, count + 1):
         pair = (first, second) if number % 2 else (second, first)
-        seconds = {id(side): grading_seconds(*side[:-1], cluster=side[-1]) for side in pair}
+        seconds = {id(side): batch_seconds(*side) for side in pair}
         one, two = seconds[id(first)], seconds[id(second)]
         ratios.append(one / two)
         firsts.append(one)
@@ -143,25 +160,19 @@ def main() -> int:
         submissions.mkdir()
         for index in range(1, args.size + 1):
             shutil.copy(REFERENCE, submissions / f"student{index}.ipynb")
-        clusters = {workers: Cluster(scratch, workers) for workers in (2, 1)}
-        try:
-            for workers, cluster in clusters.items():
-                print(f"    cluster of {workers} worker(s) started in {cluster.start_seconds:.1f} s", flush=True)
-            local = (submissions, scratch / "out-local", "--jobs", "2", None)
-            dask_two = (submissions, scratch / "out-dask-2", "--jobs", "2", clusters[2])  # --jobs: not read by dask
-            dask_one = (submissions, scratch / "out-dask-1", "--jobs", "2", clusters[1])
-            overhead, _ = rounds(args.rounds, dask_two, local, "dask 2 workers / local --jobs 2")
-            print(f"(a) {args.size} submissions: Dask executor / local pool, median x{overhead:.2f}  (target <= 1.05)")
-            PEAKS.update(client=0.0, workers=0.0)
-            speedup, one_worker = rounds(args.rounds, dask_one, dask_two, "dask 1 worker / 2 workers")
-            print(f"(b) throughput of 2 Dask workers / 1 worker, median x{speedup:.2f}  (target >= 1.8 on 2 cores)")
-            print(
-                f"    peak memory with 2 workers: client {PEAKS['client']:.0f} MB, the workers' processes (2 nannies, "
-                f"2 workers, their runners, kernels and probe servers) {PEAKS['workers']:.0f} MB (sum of RSS)"
-            )
-        finally:
-            for cluster in clusters.values():
-                cluster.stop()
+        local = (scratch, submissions, scratch / "out-local", None)
+        dask_two = (scratch, submissions, scratch / "out-dask-2", 2)
+        dask_one = (scratch, submissions, scratch / "out-dask-1", 1)
+        overhead, _ = rounds(args.rounds, dask_two, local, "dask 2 workers / local --jobs 2")
+        print(f"(a) {args.size} submissions: Dask executor / local pool, median x{overhead:.2f}  (target <= 1.05)")
+        PEAKS.update(client=0.0, workers=0.0)
+        speedup, one_worker = rounds(args.rounds, dask_one, dask_two, "dask 1 worker / 2 workers")
+        print(f"(b) throughput of 2 Dask workers / 1 worker, median x{speedup:.2f}  (target >= 1.8 on 2 cores)")
+        print(
+            f"    peak memory: client {PEAKS['client']:.0f} MB, the workers' processes (nannies, workers, their "
+            f"runners, kernels and probe servers) {PEAKS['workers']:.0f} MB (sum of RSS)"
+        )
+        print(f"    clusters started (all workers joined) in {min(STARTS):.1f}-{max(STARTS):.1f} s")
         end_to_end = grading_seconds(submissions, scratch / "out-localcluster", "--executor", "dask", "--jobs", "2")
         print(f"    one batch on a LocalCluster of 2 started by --executor dask alone, end to end: {end_to_end:.1f} s")
         unchanged = [regrading_seconds(submissions, scratch / "out-local") for _ in range(3)]

@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
 import shutil
 import statistics
@@ -71,7 +73,9 @@ def plain_batch_seconds(scratch: Path, at_once: int) -> float:
     return time.perf_counter() - started
 
 
-def throughput(scratch: Path, name: str, samples: dict[str, Path], jobs_1_first: bool = True) -> tuple[float, float]:
+def throughput(
+    scratch: Path, name: str, samples: dict[str, Path], jobs_1_first: bool = True, complete: bool = True
+) -> tuple[float, float]:
     """Seconds to grade ``samples`` (submission name: source) with --jobs 1 and with --jobs 2."""
     batch = scratch / name
     if not batch.exists():
@@ -80,14 +84,32 @@ def throughput(scratch: Path, name: str, samples: dict[str, Path], jobs_1_first:
             copy = shutil.copytree if source.is_dir() else shutil.copy
             copy(source, batch / submission)
     order = (1, 2) if jobs_1_first else (2, 1)
-    seconds = {jobs: grader_seconds(batch, scratch / f"out-{name}-{jobs}", jobs) for jobs in order}
+    seconds = {jobs: grader_seconds(batch, scratch / f"out-{name}-{jobs}", jobs, complete) for jobs in order}
     return seconds[1], seconds[2]
 
 
-def grader_seconds(submissions: Path, out: Path, jobs: int) -> float:
+def grader_seconds(submissions: Path, out: Path, jobs: int, complete: bool = True) -> float:
+    """Seconds of one grading of ``submissions``; ``complete``: each is the reference, so must get full marks."""
     argv = [sys.executable, "-m", "grader", "grade", str(submissions), "--rubric", str(RUBRIC), "--out", str(out)]
     argv.append("--force")  # every run grades: an unchanged submission would otherwise be reused (grader/regrade.py)
-    return timed([*argv, "--jobs", str(jobs)], cwd=REPO)
+    seconds = timed([*argv, "--jobs", str(jobs)], cwd=REPO)
+    if complete:
+        assert_full_marks(out)
+    return seconds
+
+
+def assert_full_marks(out: Path) -> None:
+    """A timing is a timing of the work only if the grading came out right: every row graded, in full."""
+    with (out / "gradebook.csv").open(newline="") as stream:
+        for row in csv.DictReader(stream):
+            if (row["status"], row["score"]) != ("graded", row["max_score"]):
+                kept = Path(tempfile.mkdtemp(prefix="grader-bench-void-")) / row["student"]
+                shutil.copytree(out / row["student"], kept)  # the evidence outlives the benchmark's scratch folder
+                message = json.loads((kept / "result.json").read_text())["message"][:300]
+                raise SystemExit(
+                    f"{row['student']}: {row['status']}, {row['score']} points ({message}); the timing is void; "
+                    f"its result and feedback are kept in {kept}"
+                )
 
 
 def self_check_seconds(scratch: Path) -> float:
@@ -154,7 +176,8 @@ def main() -> int:
                 f"{alone:.1f} s, 2 at a time {paired:.1f} s, x{alone / paired:.2f}"
             )
             if args.mixed:
-                one, two = throughput(scratch, "mixed", {name: EXAMPLES / name for name in MIXED_SAMPLES})
+                samples = {name: EXAMPLES / name for name in MIXED_SAMPLES}
+                one, two = throughput(scratch, "mixed", samples, complete=False)
                 print(
                     f"    the {len(MIXED_SAMPLES)} sample submissions (complete to early crash): --jobs 1 {one:.1f} s, "
                     f"--jobs 2 {two:.1f} s, throughput x{one / two:.2f}"

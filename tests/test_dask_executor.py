@@ -9,12 +9,13 @@ import os
 import re
 import shutil
 import signal
+import types
 from pathlib import Path
 
 import pytest
 
 from grader import __main__ as cli
-from grader import batch, regrade
+from grader import batch, dask_worker, regrade
 from grader.result import Result
 from grader.rubric import load
 
@@ -134,3 +135,12 @@ def test_a_scheduler_out_of_reach_is_a_clear_error(tmp_path, monkeypatch, capsys
     assert cli.main([*argv, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9"]) == 2
     assert "no Dask scheduler answers at tcp://127.0.0.1:9" in capsys.readouterr().err
     assert cli.main([*argv, "--scheduler", "tcp://127.0.0.1:9"]) == 2, "--scheduler without --executor dask"
+
+
+def test_a_preloaded_worker_starts_warm_without_dasks_profiler(monkeypatch):
+    warmed = []
+    monkeypatch.setattr(dask_worker.grader, "warm_up", lambda: warmed.append(True))
+    worker = types.SimpleNamespace(periodic_callbacks={"profile": 1, "profile-cycle": 2, "heartbeat": 3})
+    dask_worker.dask_setup(worker)
+    assert warmed == [True]
+    assert worker.periodic_callbacks == {"heartbeat": 3}, "the heartbeat and Dask's other callbacks stay"
