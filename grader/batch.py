@@ -261,6 +261,7 @@ def worker_setup() -> dict[str, str | None]:
 
 
 def _warm_up_for(rubric: Rubric) -> None:
+    # Not warm_up itself: client.run sends back what a function returns, and the probe service stays on the worker.
     warm_up(rubric)  # returns at once; the probe server's imports overlap the staging and the first notebook
 
 
