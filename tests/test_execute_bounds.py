@@ -346,3 +346,15 @@ def test_long_student_names_under_a_deep_out_are_graded(tmp_path):
         assert json.loads((folder / "result.json").read_text())["student"] == student
         executed = [entry for entry in folder.iterdir() if entry.suffix == ".ipynb"]
         assert len(executed) == 1 and "42" in executed[0].read_text()
+
+
+def test_values_json_cannot_write_do_not_stop_the_kernel(tmp_path):
+    # The kernel serializes with the standard json (execute.PACKER), which refuses NaN and infinities as they are:
+    # jupyter_client's fallback must clean them, or the kernel would lose the message, or die.
+    nan_metadata = (
+        "from IPython.display import display\n"
+        "display({'text/plain': 'x'}, raw=True, metadata={'a': float('nan'), 'b': float('inf')})"
+    )
+    execution, _ = run(tmp_path, nan_metadata, NEXT_CELL)
+    assert execution.status == "graded", execution.message
+    assert printed(execution, 1) == "the next cell ran\n"
