@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ UID_SPAN = 100_000
 # Every sandboxed process carries this variable, so stragglers can be found even without a uid of their own.
 MARKER_VAR = "GRADER_SANDBOX_WORKDIR"
 SANDBOX_DATA_HOME = "/var/lib/grader/scikit_learn_data"
+KILL_WAIT_SECONDS = 5  # how long cleanup waits for killed processes to be gone
 TMPFS_MB = 256  # private /tmp and /dev/shm; tmpfs is RAM that no rlimit counts, so it is capped here
 # RLIMIT_DATA is the memory cap: it counts private writable memory (heap, anonymous mmap) but not address space
 # merely reserved. RLIMIT_AS counts reservations too (glibc arenas, thread stacks, library mappings) and is the
@@ -360,16 +362,32 @@ def _uid_of(pid: int) -> int | None:
         return None
 
 
-def _kill_matching(matches) -> None:
-    # A few rounds, because a fork bomb can spawn new children between the scan and the kill.
-    for _ in range(5):
-        victims = [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and int(entry) != os.getpid()]
-        victims = [pid for pid in victims if matches(pid)]
-        if not victims:
-            return
+def _kill_matching(matches, seconds: float = KILL_WAIT_SECONDS) -> None:
+    """SIGKILL every live process that ``matches`` and return once none is left (or after ``seconds``): a killed
+    process runs on until the kernel delivers the signal, and a fork bomb spawns children between scan and kill."""
+    deadline = time.monotonic() + seconds
+    while victims := [pid for pid in _live_pids() if matches(pid)]:
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
+def _live_pids() -> list[int]:
+    """Every process but this one and zombies (a zombie has stopped running; it waits for its parent to reap it)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            state = Path(f"/proc/{entry}/stat").read_bytes().rsplit(b") ", 1)[1][:1]
+        except (OSError, IndexError):
+            continue
+        if state not in (b"Z", b"X"):
+            pids.append(int(entry))
+    return pids
 
 
 # ---------------------------------------------------------------------------------------------------------------
