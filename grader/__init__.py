@@ -121,6 +121,7 @@ def _grade(
         sandbox_facts,
         facts.summary(rubric.rank_by),
         language,
+        execution.kernel_log if execution.status != "graded" else "",
     )
     return result, execution.notebook
 

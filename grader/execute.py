@@ -78,6 +78,14 @@ RUNNER_GRACE_SECONDS = 90
 # string's length to dump it, so a 100 MB output killed the kernel on the runs where it held much else meanwhile.
 PACKER = "json"
 KERNEL_LOG_BYTES = 16 * 1024
+KERNEL_EXIT_SECONDS = 2  # how long a kernel found dead may take to be reaped, for its exit status
+# What a signal that ends a kernel usually means.
+SIGNAL_CAUSES = {
+    "SIGKILL": "the system ran out of memory, or a process killed it",
+    "SIGSEGV": "a crash in native code",
+    "SIGBUS": "a crash in native code",
+    "SIGABRT": "an abort in native code",
+}
 LANGUAGE_INFO_BYTES = 4096
 WIRE_BYTES = "grader_wire_bytes"  # added to each message: its size as received
 SOCKET_WAIT_SECONDS = 60
@@ -268,6 +276,12 @@ def _execute(notebook: nbformat.NotebookNode, job: dict, say: Callable[[dict], N
         content = execute_reply["content"]
         errors.append(f"cell {cell_index} raised {content.get('ename')}: {content.get('evalue')}"[:500])
 
+    kernel = {}  # its process, kept past nbclient's cleanup (which forgets it) for the exit status
+
+    def notebook_started(notebook):
+        kernel["process"] = client.km.provisioner.process
+        watchdog.watch(client.km.provisioner.pgid)
+
     client = CappedNotebookClient(
         notebook,
         cell_budget=max(OUTPUT_KEPT_FACTOR * limits["output_bytes"], CELL_BUDGET_FLOOR),
@@ -279,7 +293,7 @@ def _execute(notebook: nbformat.NotebookNode, job: dict, say: Callable[[dict], N
         # killed, not asked to shut down, which also stops a kernel that would ignore the asking.
         shutdown_kernel="immediate",
         resources={"metadata": {"path": str(workdir)}},
-        on_notebook_start=lambda notebook: watchdog.watch(client.km.provisioner.pgid),
+        on_notebook_start=notebook_started,
         on_cell_start=cell_started,
         on_cell_error=cell_failed,
     )
@@ -297,7 +311,7 @@ def _execute(notebook: nbformat.NotebookNode, job: dict, say: Callable[[dict], N
             f"the notebook ran longer than the {limits['wall_seconds']} s allowed and was stopped "
             f"in cell {current_cell['index']}"
             if watchdog.fired
-            else f"the kernel died in cell {current_cell['index']} (crash, os._exit or out of memory)"
+            else f"the kernel died in cell {current_cell['index']}: {_kernel_death(kernel.get('process'))}"
         )
     except MemoryError:
         raise
@@ -307,6 +321,21 @@ def _execute(notebook: nbformat.NotebookNode, job: dict, say: Callable[[dict], N
     finally:
         watchdog.kill()  # whatever the kernel left running in its process group goes with it
     return Execution(status, message, notebook)
+
+
+def _kernel_death(process: subprocess.Popen | None) -> str:
+    """How the kernel process ended. The sandbox's supervisor, and bwrap after it, pass its exit status on, a
+    signal as 128 + its number, as a shell does."""
+    try:
+        returncode = process.wait(timeout=KERNEL_EXIT_SECONDS)
+    except (AttributeError, subprocess.TimeoutExpired):
+        return "it stopped answering (crash, os._exit or out of memory)"
+    number = -returncode if returncode < 0 else returncode - 128
+    if number in {int(sig) for sig in signal.Signals}:
+        name = signal.Signals(number).name
+        why = SIGNAL_CAUSES.get(name, "a signal from outside, or its own os.kill")
+        return f"it was killed by {name} ({why})"
+    return f"it ended with exit code {returncode} (os._exit, or a crash that reported itself)"
 
 
 def _sanitised(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:

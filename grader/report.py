@@ -34,6 +34,7 @@ TEMPLATES = jinja2.Environment(
 )
 GRADEBOOK = "gradebook.csv"
 INDEX = "index.html"  # the class report, written by grader/class_report.py
+KERNEL_LOG = "kernel.log"  # in OUT/NAME: what the kernel printed outside its cells, when the run did not end well
 # The grader's own files at the top of OUT: a submission named like one would overwrite it.
 RESERVED_NAMES = frozenset({GRADEBOOK, INDEX})
 PLOTTED_RUNS = 40  # the best ones; a plot of thousands of bars is neither readable nor small
@@ -85,7 +86,8 @@ def write_submission(
     summary = json.dumps(result.to_json(), indent=2) + "\n"
     plot = _safe_plot(result.details.get("runs", []), rubric.rank_by, notes, language)
     executed = _executed_notebook(notebook, rubric) if notebook is not None else None
-    budget = rubric.kept_bytes - len(summary.encode())
+    kernel_log = result.kernel_log.encode(errors="backslashreplace")
+    budget = rubric.kept_bytes - len(summary.encode()) - len(kernel_log)
     page = _feedback(result, rubric, plot, notes, language)
     if plot and len(page.encode(errors="backslashreplace")) > budget:
         notes.append(say("feedback.plot_left_out"))
@@ -100,6 +102,8 @@ def write_submission(
         page = _feedback(result, rubric, plot, notes, language)
     (folder / "result.json").write_text(summary)
     (folder / "feedback.html").write_text(page, errors="backslashreplace")
+    if kernel_log:
+        (folder / KERNEL_LOG).write_bytes(kernel_log)
     if executed is not None:
         (folder / executed_notebook_name(result.student)).write_text(executed, errors="backslashreplace")
 

@@ -31,6 +31,8 @@ class Result:
     details: dict = field(default_factory=dict, repr=False)
     # The language of the checks' messages and hints ("en", "es"), for the report to match; not in the JSON either.
     language: str = "en"
+    # What the kernel and its sandbox printed outside the cells, kept (as kernel.log) when the run did not end well.
+    kernel_log: str = field(default="", repr=False)
 
     def points(self, check_id: str) -> int:
         return next((check.points for check in self.checks if check.id == check_id), 0)
@@ -42,7 +44,7 @@ class Result:
 
     def to_json(self) -> dict:
         data = asdict(self)
-        del data["details"], data["language"]
+        del data["details"], data["language"], data["kernel_log"]
         for check in data["checks"]:
             del check["expected"], check["hint"]
         return data

@@ -116,6 +116,19 @@ def test_what_is_kept_fits_kept_bytes_and_says_what_was_left_out(tmp_path):
     assert "The executed notebook was not kept" in (tmp_path / "feedback.html").read_text()
 
 
+def test_the_kernels_log_is_kept_within_kept_bytes(tmp_path):
+    rubric = dataclasses.replace(RUBRIC, kept_bytes=400_000)
+    result = graded_result()
+    result.status, result.kernel_log = "kernel_died", "grader sandbox: wall-clock limit reached\n" + "\udcff" * 100
+    report.write_submission(result, big_notebook(outputs=100), tmp_path, rubric)
+    assert (tmp_path / report.KERNEL_LOG).read_text(errors="replace").startswith("grader sandbox: wall-clock")
+    assert sum(path.stat().st_size for path in tmp_path.iterdir()) <= rubric.kept_bytes
+    assert "kernel_log" not in (tmp_path / "result.json").read_text()
+
+    report.write_submission(graded_result(), None, tmp_path / "graded", rubric)
+    assert not (tmp_path / "graded" / report.KERNEL_LOG).exists()
+
+
 def test_thousands_of_runs_make_a_bounded_page(tmp_path):
     report.write_submission(graded_result(runs=5000), None, tmp_path, RUBRIC)
     page = (tmp_path / "feedback.html").read_text()

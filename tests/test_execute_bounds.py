@@ -358,3 +358,19 @@ def test_values_json_cannot_write_do_not_stop_the_kernel(tmp_path):
     execution, _ = run(tmp_path, nan_metadata, NEXT_CELL)
     assert execution.status == "graded", execution.message
     assert printed(execution, 1) == "the next cell ran\n"
+
+
+@pytest.mark.parametrize(
+    ("death", "said"),
+    [
+        ("import os; os._exit(3)", "it ended with exit code 3"),
+        ("import ctypes; ctypes.string_at(0)", "it was killed by SIGSEGV (a crash in native code)"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "it was killed by SIGKILL (the system ran out"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["off", "auto"])
+def test_a_dead_kernel_says_how_it_ended(tmp_path, death, said, mode):
+    # The cause tells a student's os._exit from a crash and from the machine's out-of-memory killer.
+    execution, _ = run(tmp_path, "print('first')", death, NEXT_CELL, mode=mode)
+    assert execution.status == "kernel_died"
+    assert execution.message.startswith(f"the kernel died in cell 1: {said}"), execution.message

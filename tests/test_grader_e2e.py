@@ -101,7 +101,7 @@ def test_statuses_carry_a_message_saying_what_happened(graded):
     out, _ = graded
     assert "cell 4 raised NameError" in result_of(out, "crash-halfway")["message"]
     assert f"longer than the {TIMEOUT} s" in result_of(out, "infinite-loop")["message"]
-    assert "kernel died in cell 1" in result_of(out, "kernel-dies")["message"]
+    assert "kernel died in cell 1: it ended with exit code 1" in result_of(out, "kernel-dies")["message"]
     assert "not a valid notebook" in result_of(out, "not-json")["message"]
     assert "found: none" in result_of(out, "no-notebook")["message"]
     assert "points MLflow elsewhere" in result_of(out, "remote-server")["message"]
