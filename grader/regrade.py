@@ -13,8 +13,9 @@ The record of a grading sits in ``OUT/.regrade/`` (one small file per student): 
 file the grading left in ``OUT/NAME/``, signed with HMAC-SHA-256 under a secret kept outside OUT (in the
 instructor's ``$XDG_CONFIG_HOME/mlflow-kit-grader/``, mode 0600). A result.json or feedback edited in OUT, a
 record copied from another student, or a record forged without the secret is not trusted: that submission is
-graded again. Results that say the grader itself failed, the batch's own error rows (a worker that died), and
-gradings that ran without the sandbox are never recorded, so a re-run grades them again.
+graded again. Results that say the grader itself failed, the batch's own error rows (a worker that died), a kernel
+that died (which may be the machine's doing: its out-of-memory killer, a crash under load, none of it in the key),
+and gradings that ran without the sandbox are never recorded, so a re-run grades them again.
 """
 
 from __future__ import annotations
@@ -95,10 +96,12 @@ def reusable(out: Path, student: str, grading_key: str) -> Result | None:
 
 
 def remember(out: Path, result: Result, grading_key: str) -> None:
-    """Record that ``out/NAME`` holds the grading of ``grading_key``. Not recorded: a failure of the grader, and a
-    grading without the sandbox (its notebook ran beside the grader: graded again, isolated once bwrap is there)."""
+    """Record that ``out/NAME`` holds the grading of ``grading_key``. Not recorded: a failure of the grader, a dead
+    kernel, and a grading without the sandbox (its notebook ran beside the grader: graded again, isolated once
+    bwrap is there)."""
     unisolated = result.sandbox.get("isolated") is False
-    if unisolated or result.message.startswith(GRADER_FAILED) or not (out / result.student / "result.json").is_file():
+    machine_dependent = result.status == "kernel_died" or result.message.startswith(GRADER_FAILED)
+    if unisolated or machine_dependent or not (out / result.student / "result.json").is_file():
         forget(out, result.student)
         return
     signed = {"student": result.student, "key": grading_key, "files": _digests(out / result.student)}

@@ -23,7 +23,7 @@ from grader.rubric import load
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "homework" / "examples"
 RUBRIC = load(REPO / "homework" / "homework-195.rubric.toml")
-CLASS = ("not-json.ipynb", "no-notebook", "kernel-dies.ipynb")  # rejected at intake, rejected, executed (~5 s)
+CLASS = ("not-json.ipynb", "no-notebook", "remote-server.ipynb")  # rejected at intake, rejected, executed (~5 s)
 
 
 @pytest.fixture
@@ -70,7 +70,7 @@ def outputs(out: Path) -> dict[str, str]:
 def test_an_unchanged_class_is_not_regraded_and_late_ones_cost_one_grading_each(tmp_path, graded_names):
     submissions = a_class(tmp_path / "class")
     first = grade(submissions, tmp_path / "out")
-    assert sorted(graded_names) == ["kernel-dies", "no-notebook", "not-json"]
+    assert sorted(graded_names) == ["no-notebook", "not-json", "remote-server"]
     kept = outputs(tmp_path / "out")
 
     graded_names.clear()
@@ -190,6 +190,19 @@ def test_a_grading_without_the_sandbox_is_never_reused(tmp_path, monkeypatch):
         (out / "ana" / "result.json").write_text(json.dumps(result.to_json()))
         regrade.remember(out, result, "key")
         assert (regrade.reusable(out, "ana", "key") is not None) is kept, isolated
+
+
+def test_a_dead_kernel_is_graded_again(tmp_path, monkeypatch):
+    """The machine may have killed it (out of memory on the host): nothing in the key says it would die again."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    regrade._secret.cache_clear()
+    for status, kept in (("kernel_died", False), ("timeout", True), ("error", True)):
+        out = tmp_path / f"out-{status}"
+        result = Result("ana", status, 3, 16, sandbox={"isolated": True})
+        (out / "ana").mkdir(parents=True)
+        (out / "ana" / "result.json").write_text(json.dumps(result.to_json()))
+        regrade.remember(out, result, "key")
+        assert (regrade.reusable(out, "ana", "key") is not None) is kept, status
 
 
 def test_the_environment_is_the_same_from_any_working_directory(tmp_path):
