@@ -330,12 +330,11 @@ def _kernel_death(process: subprocess.Popen | None) -> str:
         returncode = process.wait(timeout=KERNEL_EXIT_SECONDS)
     except (AttributeError, subprocess.TimeoutExpired):
         return "it stopped answering (crash, os._exit or out of memory)"
-    number = -returncode if returncode < 0 else returncode - 128
-    if number in {int(sig) for sig in signal.Signals}:
-        name = signal.Signals(number).name
-        why = SIGNAL_CAUSES.get(name, "a signal from outside, or its own os.kill")
-        return f"it was killed by {name} ({why})"
-    return f"it ended with exit code {returncode} (os._exit, or a crash that reported itself)"
+    try:
+        name = signal.Signals(-returncode if returncode < 0 else returncode - 128).name
+    except ValueError:
+        return f"it ended with exit code {returncode} (os._exit, or a crash that reported itself)"
+    return f"it was killed by {name} ({SIGNAL_CAUSES.get(name, 'a signal from outside, or its own os.kill')})"
 
 
 def _sanitised(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
